@@ -1,0 +1,3 @@
+from wmhkit.cli import main
+
+raise SystemExit(main())
