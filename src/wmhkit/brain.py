@@ -1,0 +1,146 @@
+"""Brain extraction: FCN-1 of the two-stage network, on any contrast, 3D or thick-slice 2D.
+
+Pipeline (inference): native grid -> RAS voxel order -> isotropic working grid (3 mm) covering the field
+of view -> intensity scaling -> :class:`wmhkit.models.msfcn.BrainFCN` -> brain probability resampled
+linearly to the native grid -> threshold, largest component, holes filled -> native voxel order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from wmhkit.models.msfcn import BrainFCN
+from wmhkit.preprocess import from_canonical, resample, to_canonical, working_grid
+
+WORKING_SPACING_MM = 3.0
+SHIPPED_MODEL = "brain_fcn1.pt"
+# A skull-stripped scan is mostly exact zeros around one brain-sized blob (ml).
+STRIPPED_BRAIN_ML = (700.0, 2200.0)
+STRIPPED_ZERO_SHARE = 0.3
+
+
+@dataclass
+class BrainResult:
+    """mask: uint8 (X, Y, Z) on the native grid; probability: float32 (X, Y, Z) or None when skipped."""
+
+    mask: np.ndarray
+    probability: np.ndarray | None
+    skipped_because_stripped: bool
+    volume_ml: float
+
+
+def scale_intensities(image: np.ndarray) -> np.ndarray:
+    """Contrast-agnostic scaling: non-zero voxels' 99.5th percentile -> 1, clipped to [0, 1.5]; float32."""
+    image = np.asarray(image, dtype=np.float32)
+    foreground = image[image > 0]
+    top = float(np.percentile(foreground, 99.5)) if foreground.size else 1.0
+    return np.clip(image / max(top, 1e-6), 0.0, 1.5).astype(np.float32)
+
+
+def pad_to_multiple(volume: np.ndarray, divisor: int) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Zero-pad the last three axes up to multiples of ``divisor``; returns (padded, crop back)."""
+    pads, crop = [], []
+    for n in volume.shape[-3:]:
+        extra = (-n) % divisor
+        pads.append((extra // 2, extra - extra // 2))
+        crop.append(slice(extra // 2, extra // 2 + n))
+    lead = [(0, 0)] * (volume.ndim - 3)
+    return np.pad(volume, lead + pads), tuple(crop)
+
+
+def looks_skull_stripped(image: np.ndarray, affine: np.ndarray) -> bool:
+    """True when the image is mostly exact zeros around a single brain-sized non-zero region."""
+    nonzero = np.asarray(image) != 0
+    if 1.0 - nonzero.mean() < STRIPPED_ZERO_SHARE:
+        return False
+    labels, count = ndimage.label(nonzero)
+    if count == 0:
+        return False
+    largest = np.bincount(labels.ravel())[1:].max()
+    voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
+    return STRIPPED_BRAIN_ML[0] <= largest * voxel_ml <= STRIPPED_BRAIN_ML[1]
+
+
+def clean_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Largest 6-connected component of ``probability >= threshold`` with its holes filled (bool)."""
+    mask = probability >= threshold
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        mask = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return ndimage.binary_fill_holes(mask)
+
+
+def predict_probability(model: BrainFCN, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Brain probability (float32, image's shape) of a native-grid image."""
+    canonical, c_affine, how = to_canonical(np.asarray(image, dtype=np.float32), affine)
+    shape, w_affine = working_grid(canonical.shape, c_affine, WORKING_SPACING_MM)
+    work = scale_intensities(resample(canonical, c_affine, shape, w_affine))
+    padded, crop = pad_to_multiple(work[None, None], model.divisor)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.from_numpy(padded))
+    prob = torch.sigmoid(logits.float())[0, 0].numpy()[crop]
+    native = resample(prob, w_affine, canonical.shape, c_affine, kind="linear")
+    return from_canonical(native, how)
+
+
+def extract_brain(
+    image: np.ndarray,
+    affine: np.ndarray,
+    model: BrainFCN | None = None,
+    *,
+    threshold: float = 0.5,
+    detect_stripped: bool = True,
+) -> BrainResult:
+    """Binary brain mask of a head (or brain) image on its native grid.
+
+    Parameters
+    ----------
+    image : (X, Y, Z) any MR contrast, skull on or off
+    affine : its 4x4 voxel-to-world affine (mm)
+    model : a BrainFCN; default the shipped one
+    detect_stripped : if the image is already skull-stripped, return its non-zero region unchanged
+    """
+    voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
+    if detect_stripped and looks_skull_stripped(image, affine):
+        mask = ndimage.binary_fill_holes(np.asarray(image) != 0)
+        return BrainResult(mask.astype(np.uint8), None, True, float(mask.sum() * voxel_ml))
+    probability = predict_probability(model or load_brain_model(), image, affine)
+    mask = clean_mask(probability, threshold)
+    return BrainResult(mask.astype(np.uint8), probability, False, float(mask.sum() * voxel_ml))
+
+
+def save_brain_model(model: BrainFCN, path: str | Path, info: dict | None = None) -> None:
+    """Weights (bf16 halves the file; inference runs in bf16 anyway) plus the architecture."""
+    state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"config": model.config, "state_dict": state, "info": info or {}}, str(path))
+
+
+def load_brain_model_file(path: str | Path) -> BrainFCN:
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    model = BrainFCN(**payload["config"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    return model.eval()
+
+
+@lru_cache(maxsize=1)
+def load_brain_model() -> BrainFCN:
+    """The brain extractor shipped in the package (``wmhkit/data/models/brain_fcn1.pt``)."""
+    resource = resources.files("wmhkit").joinpath("data", "models", SHIPPED_MODEL)
+    if not resource.is_file():
+        raise FileNotFoundError(f"shipped brain model missing: {resource}")
+    with resources.as_file(resource) as path:
+        return load_brain_model_file(path)
+
+
+def model_card(path: str | Path) -> dict:
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    return json.loads(json.dumps(payload.get("info", {})))

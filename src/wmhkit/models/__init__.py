@@ -1,0 +1,1 @@
+"""Networks of the source papers, one file each."""
