@@ -19,6 +19,8 @@ from wmhkit.errors import WmhkitError
 # Modules providing subcommands, in the order --help lists them.
 COMMAND_MODULES = [
     "wmhkit.commands.evaluate",
+    "wmhkit.commands.synth",
+    "wmhkit.commands.brainmask",
 ]
 
 DESCRIPTION = """\

@@ -6,10 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from wmhkit.brain import extract_brain, load_brain_model_file
 from wmhkit.errors import InputError
 from wmhkit.io import check_can_write, is_nifti_path, load_image, nifti_stem, save_volume
-from wmhkit.train import BrainRecipe, train_brain_extractor
+
+# torch and the networks are imported inside the commands: `wmhkit --help` should not wait for them.
 
 EXAMPLES = [
     "wmhkit brainmask sub-01_FLAIR.nii.gz -o sub-01_desc-brain_mask.nii.gz   # brain extraction",
@@ -43,21 +43,23 @@ def register(subparsers) -> None:
         "  wmhkit train-brain --out runs/brain --steps 3000 --resume --stop-at 1500",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    defaults = BrainRecipe()
     train.add_argument("--out", required=True, help="run folder (checkpoint, log, cache, exported model)")
-    train.add_argument("--steps", type=int, default=defaults.steps)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.learning_rate)
-    train.add_argument("--width", type=int, default=defaults.width)
-    train.add_argument("--cache-size", type=int, default=defaults.cache_size)
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    # Unset options keep the recipe's defaults (wmhkit.train.BrainRecipe).
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, dest="learning_rate")
+    train.add_argument("--width", type=int)
+    train.add_argument("--cache-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--checkpoint-every", type=int)
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at", type=int, help="stop after this step (continue later with --resume)")
     train.set_defaults(func=run_train)
 
 
 def run_brainmask(args: argparse.Namespace) -> int:
+    from wmhkit.brain import extract_brain
+
     image_path = Path(args.image)
     out = Path(args.out) if args.out else image_path.with_name(f"{nifti_stem(image_path)}_desc-brain_mask.nii.gz")
     if not is_nifti_path(out):
@@ -78,14 +80,18 @@ def run_brainmask(args: argparse.Namespace) -> int:
 
 
 def _model_file(path: str):
+    from wmhkit.brain import load_brain_model_file
+
     if not Path(path).is_file():
         raise InputError(path, "model file not found")
     return load_brain_model_file(path)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    recipe = BrainRecipe(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, width=args.width,
-                         cache_size=args.cache_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    from wmhkit.train import BrainRecipe, train_brain_extractor
+
+    names = ("steps", "batch_size", "learning_rate", "width", "cache_size", "seed", "checkpoint_every")
+    recipe = BrainRecipe(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
     exported = train_brain_extractor(Path(args.out), recipe, resume=args.resume, stop_at=args.stop_at)
     print(f"model: {exported}")
     return 0

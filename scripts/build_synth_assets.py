@@ -1,0 +1,263 @@
+"""Build the compact anatomy atlas and lesion-shape library that `wmhkit.synth` ships with.
+
+Development script, run once (re-runnable, deterministic); the installed package never reads the
+sources below at run time.
+
+Sources (see src/wmhkit/data/synth/ATTRIBUTION.md):
+  * MNI ICBM152 2009a (nonlinear symmetric) T1 and GM/WM probability maps, shipped in the nilearn wheel.
+  * Colin27 (ch2.nii.gz whole head, ch2bet.nii.gz brain), Debian mricron-data.
+  * 30 consensus lesion masks and brain masks of Lesjak et al. 2018 (CC-BY).
+
+Outputs (src/wmhkit/data/synth/):
+  * atlas_labels.nii.gz : uint8 label map, MNI space, 1 mm, cropped to the head. Names in LABELS below
+    (also written to atlas_labels.json).
+  * lesion_library.npz  : connected components (26-conn) of the real lesion masks, bit-packed crops in
+    RAS orientation, with normalised centroid (in the brain-mask bounding box), voxel count, patient.
+
+Usage:  python scripts/build_synth_assets.py [--sources /work/shared/data]   (needs nilearn installed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+OUT = Path(__file__).resolve().parents[1] / "src" / "wmhkit" / "data" / "synth"
+
+# Label ids and names; the generator reads the json, so ids here are the single source of truth.
+LABELS = {
+    0: "background",
+    1: "wm_periventricular",
+    2: "wm_deep",
+    3: "wm_juxtacortical",
+    4: "gm_cortex_frontal",
+    5: "gm_cortex_parietooccipital",
+    6: "gm_cortex_temporal",
+    7: "gm_deep_striatum",
+    8: "gm_deep_thalamus",
+    9: "csf_lateral_ventricle",
+    10: "csf_third_fourth_ventricle",
+    11: "csf_sulcal_extracerebral",
+    12: "cerebellum_gm",
+    13: "cerebellum_wm",
+    14: "brainstem",
+    15: "septum_pellucidum",
+    16: "choroid_plexus",
+    17: "skull_bone",
+    18: "skull_marrow",
+    19: "scalp_fat",
+    20: "muscle_soft_tissue",
+    21: "eye",
+    22: "orbital_fat",
+    23: "dura_meninges",
+}
+ID = {v: k for k, v in LABELS.items()}
+
+
+def mm_grid(shape, affine):
+    """World (RAS mm) coordinates of every voxel, each of shape `shape`."""
+    ijk = np.indices(shape, dtype=np.float32)
+    return [affine[a, 0] * ijk[0] + affine[a, 1] * ijk[1] + affine[a, 2] * ijk[2] + affine[a, 3] for a in range(3)]
+
+
+def largest_components(mask, n=1, min_size=1):
+    lab, k = ndi.label(mask, structure=np.ones((3, 3, 3)))
+    if k == 0:
+        return mask
+    sizes = ndi.sum(mask, lab, range(1, k + 1))
+    keep = [i + 1 for i in np.argsort(sizes)[::-1][:n] if sizes[i] >= min_size]
+    return np.isin(lab, keep)
+
+
+def build_atlas(src: Path):
+    from nilearn import datasets
+
+    t1_img = datasets.load_mni152_template(resolution=1)
+    affine = t1_img.affine.copy()
+    t1 = t1_img.get_fdata().astype(np.float32)
+    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata().astype(np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata().astype(np.float32)
+    shape = t1.shape
+    x, y, z = mm_grid(shape, affine)
+
+    brain = ndi.binary_fill_holes(t1 > 0.02)
+    brain = largest_components(ndi.binary_opening(brain, iterations=1))
+    csf = brain & (gm + wm < 0.5)
+    depth = ndi.distance_transform_edt(brain)  # mm from the brain surface
+
+    labels = np.zeros(shape, np.uint8)
+    is_wm = brain & (wm >= gm) & ~csf
+    is_gm = brain & (gm > wm) & ~csf
+
+    # Ventricles: CSF deep inside the brain near the centre, the largest connected pieces.
+    central = (np.abs(x) < 38) & (y > -60) & (y < 40) & (z > -25) & (z < 40)
+    vent = csf & central & (depth > 12)
+    vent = largest_components(ndi.binary_opening(vent, iterations=1) | (vent & (depth > 20)), n=2, min_size=200)
+    vent = ndi.binary_closing(vent, iterations=1) & csf
+    third = vent & (np.abs(x) < 4) & (z < 12) & (y < 5)
+    # Fourth ventricle: midline CSF in front of the cerebellum.
+    fourth = csf & (np.abs(x) < 8) & (y > -55) & (y < -35) & (z > -45) & (z < -20) & (depth > 10)
+    labels[csf] = ID["csf_sulcal_extracerebral"]
+    labels[vent] = ID["csf_lateral_ventricle"]
+    labels[third | fourth] = ID["csf_third_fourth_ventricle"]
+
+    # Deep grey matter: GM-dominant voxels deep in the central region (MNI GM prior includes them).
+    deep_region = (np.abs(x) < 34) & (y > -42) & (y < 30) & (z > -14) & (z < 24) & (depth > 18)
+    deep_gm = brain & (gm > 0.35) & (gm >= wm * 0.8) & deep_region & ~vent
+    thal = deep_gm & (y < -4) & (np.abs(x) < 24)
+    labels[is_wm] = ID["wm_deep"]
+    cortex = is_gm & ~deep_gm
+    labels[cortex & (y > 0) & (z > -5)] = ID["gm_cortex_frontal"]
+    labels[cortex & (y <= 0)] = ID["gm_cortex_parietooccipital"]
+    labels[cortex & (z <= -5) & (y > 0)] = ID["gm_cortex_frontal"]
+    temporal = cortex & (np.abs(x) > 30) & (z < 5) & (y > -65) & (y < 25)
+    labels[temporal] = ID["gm_cortex_temporal"]
+    labels[deep_gm] = ID["gm_deep_striatum"]
+    labels[thal] = ID["gm_deep_thalamus"]
+
+    # Cerebellum below the tentorium (slopes down posteriorly), brainstem in the midline.
+    tent = np.where(y < -50, -6 + 0.3 * (y + 50), -6)
+    infratent = brain & (y < -38) & (z < tent) & (np.abs(x) < 58)
+    stem = brain & (np.abs(x) < 15) & (y > -45) & (y < -8) & (z < -12) & ~csf
+    stem |= brain & (z < -45) & (np.abs(x) < 15) & (y > -50) & ~csf
+    cereb = infratent & ~stem & ~(labels == ID["csf_third_fourth_ventricle"]) & ~csf
+    labels[cereb & is_gm] = ID["cerebellum_gm"]
+    labels[cereb & is_wm] = ID["cerebellum_wm"]
+    labels[stem] = ID["brainstem"]
+
+    # Cerebral WM bands: periventricular (<= 8 mm from a lateral/third ventricle), juxtacortical
+    # (<= 3 mm from cortical GM or sulcal CSF), deep otherwise.
+    cerebral_wm = labels == ID["wm_deep"]
+    d_vent = ndi.distance_transform_edt(~vent)
+    d_cortex = ndi.distance_transform_edt(~(cortex | (csf & ~vent)))
+    labels[cerebral_wm & (d_cortex <= 3)] = ID["wm_juxtacortical"]
+    labels[cerebral_wm & (d_vent <= 8)] = ID["wm_periventricular"]
+
+    # Septum pellucidum: the thin midline wall between the left and right lateral ventricle.
+    left, right = ndi.binary_dilation(vent & (x < 0), iterations=3), ndi.binary_dilation(vent & (x > 0), iterations=3)
+    septum = left & right & ~vent & (np.abs(x) < 3) & (y > -25) & (y < 30) & (z > -2) & (z < 30) & brain
+    labels[septum] = ID["septum_pellucidum"]
+    # Choroid plexus: a blob of tissue inside the atria (trigones) of the lateral ventricles.
+    atria = vent & (np.abs(x) > 12) & (y < -20) & (y > -50) & (z > 0) & (z < 28)
+    chor = atria & (ndi.distance_transform_edt(vent) >= 1.5)
+    labels[chor] = ID["choroid_plexus"]
+
+    # Non-brain tissue from the Colin27 head, copied onto the MNI grid (both 1 mm, axis-aligned).
+    ch = nib.load(str(src / "templates" / "ch2.nii.gz"))
+    bet = nib.load(str(src / "templates" / "ch2bet.nii.gz")).get_fdata() > 0
+    head_t1 = np.zeros(shape, np.float32)
+    bet_mni = np.zeros(shape, bool)
+    off = np.rint(np.linalg.solve(affine, ch.affine @ [0, 0, 0, 1])[:3]).astype(int)
+    sl = tuple(slice(o, o + n) for o, n in zip(off, ch.shape))
+    head_t1[sl] = ch.get_fdata()
+    bet_mni[sl] = bet
+    head = ndi.binary_fill_holes(ndi.binary_closing(head_t1 > 25, iterations=3))
+    head = largest_components(head)
+    brain_or_bet = ndi.binary_fill_holes(brain | ndi.binary_closing(bet_mni, iterations=2))
+    nonbrain = head & ~brain_or_bet
+    dura = brain_or_bet & ~brain
+    labels[dura] = ID["csf_sulcal_extracerebral"]
+    # Meninges/dura: a thin shell at the outer edge of the intracranial space.
+    shell = dura & ~ndi.binary_erosion(brain_or_bet, iterations=1)
+    labels[shell] = ID["dura_meninges"]
+    d_brain = ndi.distance_transform_edt(~brain_or_bet)
+    d_skin = ndi.distance_transform_edt(head)
+    v = head_t1
+    dark, bright = v < 45, v > 120
+    cls = np.full(shape, ID["muscle_soft_tissue"], np.uint8)
+    cls[dark & (d_brain < 14)] = ID["skull_bone"]
+    cls[dark & (d_brain >= 14)] = ID["skull_bone"]  # sinuses, air cells, dense bone: all dark on T1/FLAIR
+    cls[bright & (d_brain < 9) & (d_skin > 4)] = ID["skull_marrow"]
+    cls[bright & ~((d_brain < 9) & (d_skin > 4))] = ID["scalp_fat"]
+    # Orbits: eyes are the dark round parts, orbital fat the bright surroundings.
+    orbit = (np.abs(x) > 12) & (np.abs(x) < 50) & (y > 35) & (z > -50) & (z < -5)
+    eye = orbit & (v < 75) & nonbrain
+    eye = ndi.binary_opening(eye, iterations=2)
+    eye = largest_components(eye, n=2, min_size=500)
+    cls[orbit & bright] = ID["orbital_fat"]
+    cls[eye] = ID["eye"]
+    labels[nonbrain] = cls[nonbrain]
+
+    # Crop to the head with a small margin.
+    fg = labels > 0
+    lo = np.maximum(np.argwhere(fg).min(0) - 4, 0)
+    hi = np.minimum(np.argwhere(fg).max(0) + 5, shape)
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+    new_aff = affine.copy()
+    new_aff[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    return labels[crop], new_aff
+
+
+def distance_fields(labels):
+    """Distance maps the generator needs, quantised to uint8 (decoding in wmhkit.synth.anatomy).
+
+    d_vent: signed distance (mm) to the ventricles + choroid plexus, negative inside, stored as
+    (d + 30) * 2 clipped to 0..255; d_csf: distance (mm) from sulcal CSF or non-brain, stored as d * 4.
+    """
+    vent = np.isin(labels, [ID["csf_lateral_ventricle"], ID["csf_third_fourth_ventricle"], ID["choroid_plexus"]])
+    d_vent = ndi.distance_transform_edt(~vent) - ndi.distance_transform_edt(vent)
+    nonbrain = [ID[n] for n in ("skull_bone", "skull_marrow", "scalp_fat", "muscle_soft_tissue", "eye",
+                                "orbital_fat", "dura_meninges", "csf_sulcal_extracerebral", "background")]
+    d_csf = ndi.distance_transform_edt(~np.isin(labels, nonbrain))
+    return {
+        "d_vent": np.clip(np.rint((d_vent + 30.0) * 2.0), 0, 255).astype(np.uint8),
+        "d_csf": np.clip(np.rint(d_csf * 4.0), 0, 255).astype(np.uint8),
+    }
+
+
+def lesion_library(src: Path):
+    crops, shapes, centroid, count, patient = [], [], [], [], []
+    folder = src / "open_ms" / "lesion_masks"
+    for n in range(1, 31):
+        les_img = nib.as_closest_canonical(nib.load(str(folder / f"patient{n:02d}_consensus_1mm.nii.gz")))
+        bm_img = nib.as_closest_canonical(nib.load(str(folder / f"patient{n:02d}_brainmask_1mm.nii.gz")))
+        les = les_img.get_fdata() > 0.5
+        bm = bm_img.get_fdata() > 0.5
+        idx = np.argwhere(bm)
+        blo, bhi = idx.min(0), idx.max(0)
+        lab, k = ndi.label(les, structure=np.ones((3, 3, 3)))
+        for i, s in enumerate(ndi.find_objects(lab)):
+            comp = lab[s] == i + 1
+            com = np.array(ndi.center_of_mass(comp)) + [sl.start for sl in s]
+            crops.append(np.packbits(comp.ravel()))
+            shapes.append(comp.shape)
+            centroid.append((com - blo) / np.maximum(bhi - blo, 1))
+            count.append(int(comp.sum()))
+            patient.append(n)
+    offsets = np.cumsum([0] + [len(c) for c in crops])
+    return dict(
+        bits=np.concatenate(crops).astype(np.uint8),
+        offsets=offsets.astype(np.int64),
+        shapes=np.array(shapes, np.int16),
+        centroid=np.array(centroid, np.float32),
+        voxels=np.array(count, np.int32),
+        patient=np.array(patient, np.int8),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=Path, default=Path("/work/shared/data"))
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    labels, affine = build_atlas(args.sources)
+    img = nib.Nifti1Image(labels, affine)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(OUT / "atlas_labels.nii.gz"))
+    (OUT / "atlas_labels.json").write_text(json.dumps({str(k): v for k, v in LABELS.items()}, indent=1) + "\n")
+    counts = np.bincount(labels.ravel(), minlength=len(LABELS))
+    for k, name in LABELS.items():
+        print(f"{k:3d} {name:30s} {counts[k] / 1000:9.1f} ml")
+    np.savez_compressed(OUT / "atlas_fields.npz", **distance_fields(labels))
+    lib = lesion_library(args.sources)
+    np.savez_compressed(OUT / "lesion_library.npz", **lib)
+    print(f"lesion library: {len(lib['voxels'])} components, {lib['voxels'].sum() / 1000:.1f} ml")
+
+
+if __name__ == "__main__":
+    main()

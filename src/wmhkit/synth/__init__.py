@@ -1,0 +1,260 @@
+"""Synthetic training data: real anatomy, real lesion shapes, randomised everything else.
+
+``generate_sample(seed, profile=...)`` returns one paired FLAIR-like / T1-like image with its labels,
+all on the same output grid. Pipeline (see each module for details):
+
+1. geometry.sample_geometry : the output grid (clinical 2D axial, research 3D, or a training grid);
+2. anatomy.warp_atlas : the label atlas moved by a random affine and a smooth deformation onto an
+   axis-aligned working grid (1 mm by default), then anatomy.apply_atrophy with the "age" parameter;
+3. lesions.make_lesions : a soft lesion-fraction map in white matter, load and pattern by severity;
+4. contrast.render : per-class intensities, lesions, distractors, bias field (working grid);
+5. geometry.blur_for_output + sample_to_output : slice profile / anti-aliasing blur and resampling to
+   the output grid; lesion and brain fractions are resampled linearly and thresholded at 0.5 (a voxel
+   is lesion if at least half of it is); then Rician noise and, unless ``skull``, skull stripping.
+
+Every random draw comes from one ``numpy.random.Generator`` seeded from (seed, index), so a sample is
+bit-identical for the same seed and index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from wmhkit.synth.anatomy import (
+    NONBRAIN_CLASSES,
+    WM_CLASSES,
+    apply_atrophy,
+    load_atlas,
+    random_spatial_params,
+    warp_atlas,
+)
+from wmhkit.synth.contrast import draw_contrast, render
+from wmhkit.synth.geometry import PROFILES, Geometry, blur_for_output, sample_geometry, sample_to_output, working_grid
+from wmhkit.synth.lesions import draw_severity, draw_target_ml, make_lesions
+
+__all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_names", "training_geometry"]
+
+RANDOM_CONTRAST_SHARE = 0.2
+
+
+@dataclass
+class SynthSample:
+    """One synthetic case on its output grid.
+
+    flair, t1 : float32 (X, Y, Z), arbitrary scanner-like units
+    wmh, brainmask : uint8 (X, Y, Z), 0/1
+    tissue : uint8 (X, Y, Z), atlas labels (names in ``meta['tissue_labels']``)
+    affine : (4, 4) voxel -> world mm, shared by every array
+    meta : JSON-able description (seed, profile, age, lesion load, contrast, geometry ...)
+    """
+
+    flair: np.ndarray
+    t1: np.ndarray
+    wmh: np.ndarray
+    brainmask: np.ndarray
+    tissue: np.ndarray
+    affine: np.ndarray
+    meta: dict
+
+
+def sample_rng(seed: int, index: int = 0) -> np.random.Generator:
+    """The generator of case ``index`` of a run seeded with ``seed`` (independent streams)."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def label_names() -> dict[int, str]:
+    """Tissue label id -> name, as written to ``tissue.nii.gz``."""
+    return dict(load_atlas().names)
+
+
+def training_geometry(
+    rng: np.random.Generator, shape: tuple[int, int, int] = (128, 160, 128), spacing_mm: float = 1.5
+) -> Geometry:
+    """An axis-aligned RAS grid of ``shape`` at ``spacing_mm`` around the brain (for the Dataset)."""
+    aff = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    centre = rng.uniform([-8, -12, -8], [8, 12, 12])
+    aff[:3, 3] = centre - spacing_mm * (np.array(shape) - 1) / 2.0
+    return Geometry("train", tuple(int(s) for s in shape), aff, np.full(3, spacing_mm), (0, 1, 2))
+
+
+def generate_sample(
+    rng_or_seed: np.random.Generator | int,
+    profile: str = "mixed",
+    skull: bool = False,
+    *,
+    index: int = 0,
+    work_spacing_mm: float = 1.0,
+    train_shape: tuple[int, int, int] = (128, 160, 128),
+    severity: str | None = None,
+) -> SynthSample:
+    """Generate one case.
+
+    Parameters
+    ----------
+    rng_or_seed : a Generator, or an int seed combined with ``index`` (see :func:`sample_rng`)
+    profile : 'clinical2d', 'research3d', 'mixed' (either, 50/50) or 'train' (an isotropic grid of
+        ``train_shape`` at ``work_spacing_mm``, generated directly without resampling: the fast path
+        for the training Dataset)
+    skull : keep skull, scalp, eyes and neck; otherwise everything outside the brain mask is 0
+    work_spacing_mm : working-grid voxel size; 1 mm for realistic output, 2 mm for fast tests
+    severity : force a lesion load category ('none', 'mild', 'moderate', 'severe'); None draws it
+    """
+    seed = None
+    if isinstance(rng_or_seed, np.random.Generator):
+        rng = rng_or_seed
+    else:
+        seed = int(rng_or_seed)
+        rng = sample_rng(seed, index)
+    atlas = load_atlas()
+    train = profile == "train"
+    geom = training_geometry(rng, train_shape, work_spacing_mm) if train else sample_geometry(rng, profile)
+    age = float(rng.uniform(0.0, 1.0))
+    random_contrast = bool(rng.random() < RANDOM_CONTRAST_SHARE)
+    spatial = random_spatial_params(rng)
+
+    if train:
+        work_aff, work_shape = geom.affine, geom.shape
+    else:
+        work_aff, work_shape = working_grid(geom, work_spacing_mm)
+    anat = warp_atlas(rng, work_aff, work_shape, spatial)
+    atrophy = apply_atrophy(anat, age, rng)
+    severity = severity or draw_severity(rng, age)
+    target_ml = draw_target_ml(rng, severity)
+    frac, lesion_info = make_lesions(rng, anat, work_spacing_mm, severity, target_ml)
+    contrast = draw_contrast(rng, random_contrast)
+    flair_w, t1_w = render(rng, anat, frac, contrast, work_spacing_mm)
+    brain_ids = [k for k, v in atlas.names.items() if k != 0 and v not in NONBRAIN_CLASSES]
+    brain_w = np.isin(anat.labels, brain_ids).astype(np.float32)
+
+    acquisition: dict = {}
+    if train:
+        flair, t1 = _simulate_resolution(rng, flair_w, t1_w, work_spacing_mm, acquisition)
+        frac_o, brain_o, tissue = frac, brain_w, anat.labels
+    else:
+        psf = float(rng.uniform(0.3, 0.8))
+        acquisition["psf_sigma_mm"] = round(psf, 3)
+        stack = np.stack(
+            [blur_for_output(v, geom, work_spacing_mm, psf) for v in (flair_w, t1_w)]
+            + [blur_for_output(v, geom, work_spacing_mm) for v in (frac, brain_w)]
+        )
+        flair, t1, frac_o, brain_o = sample_to_output(stack, work_aff, geom)
+        tissue = sample_to_output(anat.labels[None].astype(np.float32), work_aff, geom, mode="nearest")[0]
+        tissue = tissue.astype(np.uint8)
+        if geom.slice_axis is not None:
+            # 2D multi-slice: interleaved excitation leaves small slice-to-slice intensity steps.
+            jitter = float(rng.uniform(0.0, 0.03))
+            acquisition["slice_gain_sd"] = round(jitter, 4)
+            shape = [1, 1, 1]
+            shape[geom.slice_axis] = geom.shape[geom.slice_axis]
+            for img in (flair, t1):
+                img *= (1.0 + jitter * rng.standard_normal(geom.shape[geom.slice_axis])).reshape(shape).astype(np.float32)
+    brainmask = brain_o >= 0.5
+    wmh = (frac_o >= 0.5) & brainmask
+
+    noise = float(rng.uniform(0.01, 0.05))
+    # Skull-stripped output is 0 outside the brain mask: noise is only drawn inside it.
+    keep = None if skull else brainmask
+    flair = _rician(rng, flair, noise, keep)
+    t1 = _rician(rng, t1, noise * rng.uniform(0.7, 1.3), keep)
+    scale_f, scale_t = float(rng.uniform(300, 1500)), float(rng.uniform(300, 1500))
+    flair = (flair * scale_f).astype(np.float32)
+    t1 = (t1 * scale_t).astype(np.float32)
+
+    voxel_ml = float(abs(np.linalg.det(geom.affine[:3, :3]))) / 1000.0
+    n_lesions = int(ndi.label(wmh, structure=np.ones((3, 3, 3)))[1]) if wmh.any() else 0
+    wm_ids = atlas.ids(WM_CLASSES)
+    meta = {
+        "generator": "wmhkit.synth",
+        "seed": seed,
+        "index": int(index),
+        "profile": geom.profile,
+        "skull": bool(skull),
+        "age": round(age, 4),
+        "atrophy": {k: round(v, 3) for k, v in atrophy.items()},
+        "lesion_severity": severity,
+        "lesion_target_ml": round(target_ml, 3),
+        "lesion_volume_ml": round(float(wmh.sum()) * voxel_ml, 4),
+        "lesion_count": n_lesions,
+        "lesion_shape_sources": lesion_info["sources"],
+        "lesion_sources_detail": lesion_info.get("contributions", {}),
+        "lesion_real_patients": lesion_info["real_patients"],
+        "flair_lesion_wm_contrast": round(contrast["lesion_flair_contrast"], 4),
+        "t1_lesion_wm_contrast": round(-contrast["lesion_t1_contrast"], 4),
+        "random_contrast": random_contrast,
+        "flair_wm_intensity": round(scale_f * float(contrast["flair_mean"][atlas.id("wm_deep")]), 2),
+        "noise_sigma_rel_wm": round(noise, 4),
+        "bias_sigma": round(contrast["bias_sigma"], 4),
+        "distractors": {
+            "csf_flow_artefact": round(contrast["flow_artefact"], 3),
+            "ependymal_rim": round(contrast["ependymal_rim"], 3),
+            "periventricular_gradient": round(contrast["pv_gradient"], 3),
+            "vessels": contrast["vessels"],
+            "septum_flair_rel_wm": round(float(contrast["flair_mean"][atlas.id("septum_pellucidum")]), 3),
+            "choroid_flair_rel_wm": round(float(contrast["flair_mean"][atlas.id("choroid_plexus")]), 3),
+        },
+        "shape": list(geom.shape),
+        "voxel_size_mm": [round(float(s), 4) for s in geom.spacing],
+        "slice_axis": geom.slice_axis,
+        "slice_thickness_mm": None if geom.slice_thickness_mm is None else round(geom.slice_thickness_mm, 3),
+        "orientation": geom.orientation,
+        "working_spacing_mm": work_spacing_mm,
+        "spatial": {
+            "matrix": np.round(spatial["matrix"], 4).tolist(),
+            "shift_mm": np.round(spatial["shift"], 2).tolist(),
+            "deform_mm": round(spatial["deform_mm"], 3),
+        },
+        "acquisition": acquisition,
+        "tissue_labels": {str(k): v for k, v in sorted(atlas.names.items())},
+        "wm_labels": wm_ids,
+        "ventricle_labels": atlas.ids(("csf_lateral_ventricle", "csf_third_fourth_ventricle")),
+    }
+    return SynthSample(
+        flair=flair,
+        t1=t1,
+        wmh=wmh.astype(np.uint8),
+        brainmask=brainmask.astype(np.uint8),
+        tissue=tissue,
+        affine=geom.affine.copy(),
+        meta=meta,
+    )
+
+
+def _rician(rng: np.random.Generator, img: np.ndarray, sigma: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Magnitude of the image plus complex Gaussian noise of std ``sigma`` (Rician, Gaussian at high SNR).
+
+    With ``mask`` the result is 0 outside it (and no noise is drawn there).
+    """
+    if mask is None:
+        real = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+        imag = sigma * rng.standard_normal(img.shape, dtype=np.float32)
+        return np.sqrt(real * real + imag * imag)
+    idx = np.flatnonzero(mask)
+    real = img.ravel()[idx] + sigma * rng.standard_normal(idx.size, dtype=np.float32)
+    imag = sigma * rng.standard_normal(idx.size, dtype=np.float32)
+    out = np.zeros(img.shape, np.float32)
+    out.ravel()[idx] = np.sqrt(real * real + imag * imag)
+    return out
+
+
+def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):
+    """Training grid: mimic a thick-slice or lower-resolution acquisition by blurring in place."""
+    from wmhkit.synth.fields import gaussian_blur, slice_profile_blur
+
+    sigma = rng.uniform(0.0, 0.6, 3) / spacing_mm
+    axis = None
+    thickness = 0.0
+    if rng.random() < 0.6:
+        axis = int(rng.choice(3, p=[0.15, 0.15, 0.7]))
+        thickness = float(rng.uniform(2.0, 7.0))
+        sigma[axis] = 0.0
+    record.update({"blur_sigma_mm": np.round(sigma * spacing_mm, 3).tolist(), "thick_axis": axis,
+                   "thickness_mm": round(thickness, 3)})
+    out = []
+    for img in (flair, t1):
+        if axis is not None:
+            img = slice_profile_blur(img, axis, thickness / spacing_mm)
+        out.append(gaussian_blur(img, sigma))
+    return out

@@ -1,0 +1,199 @@
+"""Image formation on the working grid: per-class intensities, lesions, distractors, bias field.
+
+Intensities are relative to white matter (WM = 1). Each class has a FLAIR and a T1 range chosen so that
+the usual orderings hold (FLAIR: CSF dark, WM < GM < lesion; T1: CSF < GM < WM) while the exact values
+vary widely from sample to sample; a share of samples instead gets fully random contrasts (domain
+randomisation, as in SynthSeg) so that the network cannot rely on any one scanner's look.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wmhkit.synth.anatomy import CORTEX_CLASSES, VENTRICLE_CLASSES, WM_CLASSES, WarpedAnatomy, load_atlas
+from wmhkit.synth.fields import smooth_noise, smooth_noise_at
+
+# name: (group, (FLAIR low, high), (T1 low, high)). Classes of one group share a drawn mean and differ
+# from it by a few percent, so that intensities vary inside a tissue without breaking its ordering.
+CLASS_RANGES = {
+    "background": ("air", (0.0, 0.0), (0.0, 0.0)),
+    # WM bands share one value; render() adds smooth gradients towards ventricles and cortex instead,
+    # because hard steps between bands look like nothing in a real scan.
+    "wm_periventricular": ("wm", (1.0, 1.0), (1.0, 1.0)),
+    "wm_deep": ("wm", (1.0, 1.0), (1.0, 1.0)),
+    "wm_juxtacortical": ("wm", (1.0, 1.0), (1.0, 1.0)),
+    "gm_cortex_frontal": ("gm", (1.08, 1.4), (0.55, 0.8)),
+    "gm_cortex_parietooccipital": ("gm", (1.08, 1.4), (0.55, 0.8)),
+    "gm_cortex_temporal": ("gm", (1.08, 1.4), (0.55, 0.8)),
+    "gm_deep_striatum": ("dgm", (1.02, 1.3), (0.7, 0.88)),
+    "gm_deep_thalamus": ("dgm", (0.98, 1.25), (0.75, 0.92)),
+    "csf_lateral_ventricle": ("csf", (0.06, 0.35), (0.08, 0.3)),
+    "csf_third_fourth_ventricle": ("csf", (0.08, 0.4), (0.08, 0.3)),
+    "csf_sulcal_extracerebral": ("csf", (0.06, 0.35), (0.1, 0.35)),
+    "cerebellum_gm": ("gm", (1.05, 1.4), (0.6, 0.8)),
+    "cerebellum_wm": ("wm", (0.95, 1.08), (0.92, 1.0)),
+    "brainstem": ("wm", (1.0, 1.25), (0.85, 1.0)),
+    "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
+    "choroid_plexus": ("choroid", (0.3, 1.6), (0.3, 0.8)),
+    "skull_bone": ("bone", (0.02, 0.2), (0.02, 0.2)),
+    "skull_marrow": ("marrow", (0.5, 1.8), (0.8, 1.5)),
+    "scalp_fat": ("fat", (0.8, 2.2), (1.1, 1.8)),
+    "muscle_soft_tissue": ("muscle", (0.35, 0.9), (0.4, 0.7)),
+    "eye": ("eye", (0.05, 0.5), (0.05, 0.3)),
+    "orbital_fat": ("fat", (0.8, 2.0), (1.1, 1.8)),
+    "dura_meninges": ("dura", (0.3, 1.1), (0.2, 0.7)),
+}
+
+
+def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
+    """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings.
+
+    Returns a dict of plain values (JSON-able apart from the (n_labels,) float arrays under
+    ``flair_mean``, ``flair_std``, ``t1_mean``, ``t1_std``).
+    """
+    names = load_atlas().names
+    n = max(names) + 1
+    out: dict = {"random_contrast": bool(random_contrast)}
+    for m, modality in enumerate(("flair", "t1")):
+        group_mean: dict[str, float] = {}
+        mean = np.zeros(n, np.float32)
+        for k, name in sorted(names.items()):
+            group, *ranges = CLASS_RANGES[name]
+            lo, hi = ranges[m]
+            if group == "air":
+                continue
+            if random_contrast:
+                if group not in group_mean:
+                    group_mean[group] = rng.uniform(0.0, 1.6)
+                mean[k] = group_mean[group] * rng.uniform(0.9, 1.1)
+            elif group == "wm":
+                mean[k] = 1.0
+            elif group in ("gm", "csf"):
+                # One draw per tissue, a few percent between its sub-classes.
+                if group not in group_mean:
+                    group_mean[group] = rng.uniform(lo, hi)
+                mean[k] = group_mean[group] * rng.uniform(0.96, 1.04)
+            else:
+                mean[k] = rng.uniform(lo, hi)
+        if not random_contrast and modality == "flair" and rng.random() < 0.12:
+            # Bright cortex ribbon: some FLAIRs show GM much brighter than WM (a distractor).
+            for name in CORTEX_CLASSES:
+                mean[[k for k, v in names.items() if v == name][0]] *= rng.uniform(1.05, 1.2)
+        if random_contrast:
+            mean[0] = 0.0
+            wm_ids = [k for k, v in names.items() if v.startswith("wm_")]
+            mean /= max(float(mean[wm_ids].mean()), 0.05)  # keep WM at 1 so lesion contrast stays meaningful
+        std = mean * rng.uniform(0.015, 0.07, n).astype(np.float32)
+        out[f"{modality}_mean"] = mean
+        out[f"{modality}_std"] = std
+    # Lesion contrast: FLAIR always brighter than WM, sometimes subtly; T1 iso- to hypointense.
+    subtle = rng.random() < 0.25
+    out["lesion_flair_contrast"] = float(rng.uniform(0.08, 0.25) if subtle else rng.uniform(0.25, 1.1))
+    out["lesion_t1_contrast"] = float(rng.uniform(0.0, 0.4))
+    out["lesion_heterogeneity"] = float(rng.uniform(0.03, 0.2))
+    out["texture"] = float(rng.uniform(0.0, 0.06))
+    # Normal periventricular FLAIR signal rise ("caps/halo" that is NOT lesion), and a juxtacortical tint.
+    out["pv_gradient"] = float(rng.uniform(-0.02, 0.12))
+    out["jc_gradient"] = float(rng.uniform(-0.04, 0.06))
+    # Thin bright ependymal lining of the ventricles (~1 mm): normal on FLAIR, not WMH.
+    out["ependymal_rim"] = float(rng.uniform(0.05, 0.3) if rng.random() < 0.4 else 0.0)
+    out["bias_sigma"] = float(rng.uniform(0.0, 0.3))
+    out["flow_artefact"] = float(rng.uniform(0.3, 1.2) if rng.random() < 0.4 else 0.0)
+    out["vessels"] = int(rng.integers(5, 40) if rng.random() < 0.5 else 0)
+    return out
+
+
+def render(
+    rng: np.random.Generator,
+    anat: WarpedAnatomy,
+    lesion_frac: np.ndarray,
+    contrast: dict,
+    spacing_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """FLAIR-like and T1-like images (float32, WM ~ 1) of one warped anatomy.
+
+    Parameters
+    ----------
+    anat : warped anatomy on the working grid (labels, distance maps)
+    lesion_frac : float32 (X, Y, Z) in [0, 1]
+    contrast : from :func:`draw_contrast`; spacing_mm : isotropic working voxel size
+    """
+    labels = anat.labels
+    shape = labels.shape
+    atlas = load_atlas()
+    # Work on flat index sets where an effect is local: most voxels are not WM, lesion or CSF.
+    wm_idx = np.flatnonzero(np.isin(labels, atlas.ids(WM_CLASSES)))
+    wm_gradient = contrast["pv_gradient"] * np.exp(-np.clip(anat.d_vent.ravel()[wm_idx], 0, None) / 6.0)
+    wm_gradient += contrast["jc_gradient"] * np.exp(-anat.d_csf.ravel()[wm_idx] / 4.0)
+    if contrast["ependymal_rim"] > 0:
+        wm_gradient += contrast["ependymal_rim"] * (anat.d_vent.ravel()[wm_idx] <= 1.0)
+    les_idx = np.flatnonzero(lesion_frac)
+    les_frac = lesion_frac.ravel()[les_idx]
+    vessels = _vessel_mask(rng, labels, contrast["vessels"])
+    het_idx = les_idx if vessels is None else np.union1d(les_idx, vessels)
+    het_at = smooth_noise_at(rng, shape, 2.0 / spacing_mm, het_idx)
+    # One tissue texture for both modalities (it is the same anatomy), separate bias fields.
+    texture = None
+    if contrast["texture"] > 0:
+        texture = 1.0 + contrast["texture"] * smooth_noise(rng, shape, 4.0 / spacing_mm)
+    bias = np.exp(contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2))
+    images = []
+    for m, modality in enumerate(("flair", "t1")):
+        mean = contrast[f"{modality}_mean"]
+        std = contrast[f"{modality}_std"]
+        img = mean[labels]
+        img += std[labels] * rng.standard_normal(shape, dtype=np.float32)
+        flat = img.reshape(-1)
+        flat[wm_idx] *= 1.0 + (wm_gradient if modality == "flair" else -0.5 * wm_gradient)
+        if texture is not None:
+            img *= texture
+        if modality == "flair" and contrast["flow_artefact"] > 0:
+            # CSF inflow/pulsation artefacts: bright smudges in the ventricles.
+            csf_idx = np.flatnonzero(np.isin(labels, atlas.ids(VENTRICLE_CLASSES)))
+            blobs = np.clip(smooth_noise_at(rng, shape, 5.0 / spacing_mm, csf_idx) - 0.8, 0.0, None)
+            flat[csf_idx] += blobs * contrast["flow_artefact"]
+        if vessels is not None:
+            # Vessels in the sulci: flow voids (dark) or slow-flow hyperintensity (bright).
+            level = rng.uniform(0.05, 0.4) if rng.random() < 0.6 else rng.uniform(0.9, 1.5)
+            flat[vessels] = level * (1.0 + 0.05 * het_at[np.searchsorted(het_idx, vessels)])
+        if les_idx.size:
+            h = het_at[np.searchsorted(het_idx, les_idx)]
+            if modality == "flair":
+                lesion = 1.0 + contrast["lesion_flair_contrast"] * (1.0 + contrast["lesion_heterogeneity"] * 2.0 * h)
+            else:
+                lesion = 1.0 - contrast["lesion_t1_contrast"] * (1.0 + contrast["lesion_heterogeneity"] * h)
+            wm_ref = float(mean[atlas.id("wm_deep")])
+            noise = 1.0 + std[labels.ravel()[les_idx]] / max(wm_ref, 1e-3) * rng.standard_normal(les_idx.size)
+            # The lesion replaces the tissue in proportion to its partial volume.
+            flat[les_idx] = flat[les_idx] * (1.0 - les_frac) + les_frac * wm_ref * lesion * noise
+        img *= bias[m]
+        np.clip(img, 0.0, None, out=img)
+        images.append(img.astype(np.float32, copy=False))
+    return images[0], images[1]
+
+
+def _vessel_mask(rng: np.random.Generator, labels: np.ndarray, count: int) -> np.ndarray | None:
+    """Flat indices of thin random tubes (1-2 voxels) in sulcal CSF and cortex, or None."""
+    if count == 0:
+        return None
+    atlas = load_atlas()
+    allowed = np.isin(labels, atlas.ids(("csf_sulcal_extracerebral",) + CORTEX_CLASSES))
+    start = np.flatnonzero(labels == atlas.id("csf_sulcal_extracerebral"))
+    if start.size == 0:
+        return None
+    mask = np.zeros(labels.shape, bool)
+    shape = np.array(labels.shape)
+    for _ in range(count):
+        p = np.array(np.unravel_index(start[rng.integers(start.size)], labels.shape), dtype=float)
+        d = rng.standard_normal(3)
+        pts = []
+        for _step in range(int(rng.integers(15, 60))):
+            d = d / np.linalg.norm(d) + 0.35 * rng.standard_normal(3)
+            p = np.clip(p + d / np.linalg.norm(d), 0, shape - 1)
+            pts.append(p.copy())
+        pts = np.rint(np.array(pts)).astype(int)
+        mask[pts[:, 0], pts[:, 1], pts[:, 2]] = True
+        if rng.random() < 0.4:  # thicker vessel
+            pts2 = np.clip(pts + rng.integers(0, 2, 3), 0, shape - 1)
+            mask[pts2[:, 0], pts2[:, 1], pts2[:, 2]] = True
+    return np.flatnonzero(mask & allowed)

@@ -1,0 +1,188 @@
+"""Tests of the synthetic training-data engine (`wmhkit.synth`) and `wmhkit synth`.
+
+Fast settings: the training profile on a small coarse grid, and the clinical/research profiles with a
+2 mm working grid (their output grids keep the full declared geometry).
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from wmhkit.cli import main
+from wmhkit.synth import generate_sample, sample_rng
+from wmhkit.synth.geometry import (
+    CLINICAL_INPLANE_MM,
+    CLINICAL_MATRICES,
+    CLINICAL_SLICE_MM,
+    RESEARCH_MATRICES,
+    RESEARCH_SPACING_MM,
+    sample_geometry,
+)
+from wmhkit.synth.lesions import load_library
+
+FAST = dict(profile="train", work_spacing_mm=2.5, train_shape=(64, 80, 64))
+ARRAYS = ("flair", "t1", "wmh", "brainmask", "tissue")
+
+
+def _wm(sample) -> np.ndarray:
+    return np.isin(sample.tissue, sample.meta["wm_labels"])
+
+
+def test_same_seed_identical_different_seed_differs():
+    a = generate_sample(11, **FAST)
+    b = generate_sample(11, **FAST)
+    c = generate_sample(12, **FAST)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(a.affine, b.affine)
+    assert a.meta == b.meta
+    assert not np.array_equal(a.flair, c.flair)
+    # The index gives independent cases under one seed.
+    d = generate_sample(11, index=1, **FAST)
+    assert not np.array_equal(a.flair, d.flair)
+
+
+def test_rng_streams_are_per_seed_and_index():
+    assert sample_rng(1, 0).random() == sample_rng(1, 0).random()
+    assert sample_rng(1, 0).random() != sample_rng(1, 1).random()
+
+
+@pytest.mark.parametrize("profile,seed", [("clinical2d", 3), ("research3d", 4)])
+def test_output_grid_agreement_and_lesions_in_white_matter(profile, seed):
+    s = generate_sample(seed, profile, work_spacing_mm=2.0, severity="severe")
+    shape = tuple(s.meta["shape"])
+    for name in ARRAYS:
+        assert getattr(s, name).shape == shape, name
+    np.testing.assert_allclose(np.linalg.norm(s.affine[:3, :3], axis=0), s.meta["voxel_size_mm"], rtol=1e-3)
+    assert s.meta["profile"] == profile
+    assert set(np.unique(s.wmh)) <= {0, 1} and set(np.unique(s.brainmask)) <= {0, 1}
+    wmh = s.wmh > 0
+    assert wmh.sum() > 0
+    assert not (wmh & (s.brainmask == 0)).any()
+    # Skull-stripped by default: nothing outside the brain mask.
+    assert not s.flair[s.brainmask == 0].any() and not s.t1[s.brainmask == 0].any()
+    # Lesions live in white matter; resampling to the output grid moves the border by < 1 voxel.
+    wm_near = ndi.binary_dilation(_wm(s), iterations=1)
+    assert (wmh & wm_near).sum() / wmh.sum() >= 0.95
+    assert (wmh & _wm(s)).sum() / wmh.sum() >= 0.85
+    # Count and volume in meta are those of the written label.
+    n = ndi.label(wmh, structure=np.ones((3, 3, 3)))[1]
+    assert s.meta["lesion_count"] == n
+    vox_ml = abs(np.linalg.det(s.affine[:3, :3])) / 1000
+    assert s.meta["lesion_volume_ml"] == pytest.approx(wmh.sum() * vox_ml, rel=1e-3)
+    # FLAIR: lesions brighter than white matter.
+    wm_only = _wm(s) & ~ndi.binary_dilation(wmh, iterations=2) & (s.brainmask > 0)
+    assert np.median(s.flair[wmh]) > np.median(s.flair[wm_only])
+
+
+def test_training_grid_lesions_strictly_in_white_matter():
+    for seed in range(3):
+        s = generate_sample(seed, severity="severe", **FAST)
+        wmh = s.wmh > 0
+        assert wmh.any()
+        assert not (wmh & ~_wm(s)).any()
+        assert not (wmh & (s.brainmask == 0)).any()
+
+
+def test_lesion_free_and_lesional_samples_both_occur():
+    loads = [generate_sample(seed, **FAST).meta for seed in range(20)]
+    free = [m for m in loads if m["lesion_severity"] == "none"]
+    assert free and all(m["lesion_volume_ml"] == 0 and m["lesion_count"] == 0 for m in free)
+    assert sum(m["lesion_volume_ml"] > 0 for m in loads) >= 10
+    # Skewed towards small loads, with a heavy tail.
+    volumes = sorted(m["lesion_volume_ml"] for m in loads)
+    assert volumes[len(volumes) // 2] < 10
+
+
+def test_skull_flag_keeps_non_brain_tissue():
+    s = generate_sample(5, skull=True, **FAST)
+    assert s.flair[s.brainmask == 0].max() > 0
+    assert s.meta["skull"] is True
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_profiles_declare_their_geometry(seed):
+    rng = sample_rng(seed)
+    g = sample_geometry(rng, "clinical2d")
+    sx, sy, sz = g.spacing
+    assert g.slice_axis == 2 and g.world_axes[2] == 2  # axial slices
+    assert CLINICAL_INPLANE_MM[0] - 1e-9 <= sx == sy <= CLINICAL_INPLANE_MM[1] + 1e-9
+    assert CLINICAL_SLICE_MM[0] <= sz <= CLINICAL_SLICE_MM[1]
+    assert 0.8 * sz - 1e-9 <= g.slice_thickness_mm <= sz + 1e-9
+    assert max(g.shape[:2]) in CLINICAL_MATRICES and 14 <= g.shape[2] <= 60
+    np.testing.assert_allclose(np.linalg.norm(g.affine[:3, :3], axis=0), g.spacing)
+    r = sample_geometry(rng, "research3d")
+    assert RESEARCH_SPACING_MM[0] <= r.spacing[0] <= RESEARCH_SPACING_MM[1]
+    assert np.all(r.spacing == r.spacing[0])
+    assert sorted(r.shape) in [sorted(m) for m in RESEARCH_MATRICES]
+    np.testing.assert_allclose(np.linalg.norm(r.affine[:3, :3], axis=0), r.spacing)
+    assert sample_geometry(rng, "mixed").profile in ("clinical2d", "research3d")
+
+
+def test_lesion_library_is_complete():
+    lib = load_library()
+    assert set(np.unique(lib["patient"])) == set(range(1, 31))
+    assert lib["voxels"].min() >= 1 and len(lib["voxels"]) == len(lib["shapes"])
+    # Normalised to the brain-mask bounding box (a few consensus lesions lie partly outside the mask).
+    assert np.all((lib["centroid"] >= -0.25) & (lib["centroid"] <= 1.25))
+
+
+def test_cli_writes_challenge_layout_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "synth"
+    args = ["synth", "-n", "2", "-o", str(out), "--seed", "3", "--profile", "clinical2d", "--work-spacing", "2"]
+    assert main(args) == 0
+    cases = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(cases) == 2
+    for case in cases:
+        for f in ("pre/FLAIR.nii.gz", "pre/T1.nii.gz", "wmh.nii.gz", "brainmask.nii.gz", "tissue.nii.gz"):
+            img = nib.load(str(case / f))
+            assert img.shape == nib.load(str(case / "wmh.nii.gz")).shape
+            np.testing.assert_allclose(img.affine, nib.load(str(case / "wmh.nii.gz")).affine)
+        meta = json.loads((case / "meta.json").read_text())
+        for key in ("seed", "profile", "age", "skull", "lesion_volume_ml", "lesion_count", "lesion_shape_sources",
+                    "voxel_size_mm", "shape", "flair_lesion_wm_contrast", "tissue_labels", "ventricle_labels"):
+            assert key in meta, key
+        assert meta["seed"] == 3 and meta["profile"] == "clinical2d"
+        assert list(nib.load(str(case / "pre/FLAIR.nii.gz")).shape) == meta["shape"]
+        assert "csf_lateral_ventricle" in meta["tissue_labels"].values()
+    first = (cases[0] / "pre/FLAIR.nii.gz").read_bytes()
+    first_voxels = np.asanyarray(nib.load(str(cases[0] / "pre/FLAIR.nii.gz")).dataobj).copy()
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (cases[0] / "pre/FLAIR.nii.gz").read_bytes() == first
+    # --force regenerates bit-identical data (determinism through the CLI).
+    assert main(args + ["--force"]) == 0
+    assert np.array_equal(np.asanyarray(nib.load(str(cases[0] / "pre/FLAIR.nii.gz")).dataobj), first_voxels)
+
+
+def test_cli_help_has_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    assert "wmhkit synth -n 20" in capsys.readouterr().out
+
+
+def test_dataset_items_are_reproducible_whatever_the_workers():
+    import torch
+
+    from wmhkit.synth.dataset import SynthDataset, make_loader
+
+    ds = SynthDataset(length=2, seed=4, shape=(48, 56, 48), spacing_mm=3.5)
+    item = ds[1]
+    assert item["image"].shape == (2, 48, 56, 48) and item["image"].dtype == torch.float32
+    assert item["wmh"].shape == (1, 48, 56, 48) and item["tissue"].shape == (48, 56, 48)
+    assert 0.0 <= float(item["age"]) <= 1.0
+    assert not (item["wmh"].bool() & ~item["brainmask"].bool()).any()
+    serial = [b["image"] for b in make_loader(ds, num_workers=0)]
+    parallel = [b["image"] for b in make_loader(ds, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
+    assert torch.equal(serial[1][0], item["image"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[1]["image"], item["image"])
+    with pytest.raises(IndexError):
+        ds[2]
