@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 from wmhkit.synth.anatomy import (
     NONBRAIN_CLASSES,
     WM_CLASSES,
+    add_scalp_fat,
     apply_atrophy,
     load_atlas,
     random_spatial_params,
@@ -120,7 +121,9 @@ def generate_sample(
     else:
         work_aff, work_shape = working_grid(geom, work_spacing_mm)
     anat = warp_atlas(rng, work_aff, work_shape, spatial)
-    atrophy = apply_atrophy(anat, age, rng)
+    atrophy = apply_atrophy(anat, age, rng, work_spacing_mm)
+    if skull:
+        atrophy["scalp_fat_mm"] = add_scalp_fat(anat, rng, work_spacing_mm)
     severity = severity or draw_severity(rng, age)
     target_ml = draw_target_ml(rng, severity)
     frac, lesion_info = make_lesions(rng, anat, work_spacing_mm, severity, target_ml)
@@ -134,7 +137,8 @@ def generate_sample(
         flair, t1 = _simulate_resolution(rng, flair_w, t1_w, work_spacing_mm, acquisition)
         frac_o, brain_o, tissue = frac, brain_w, anat.labels
     else:
-        psf = float(rng.uniform(0.3, 0.8))
+        # In-plane point spread (sigma, mm): 2D FLAIRs are sharp in-plane (their blur is across slices).
+        psf = float(rng.uniform(0.15, 0.45) if geom.slice_axis is not None else rng.uniform(0.3, 0.7))
         acquisition["psf_sigma_mm"] = round(psf, 3)
         stack = np.stack(
             [blur_for_output(v, geom, work_spacing_mm, psf) for v in (flair_w, t1_w)]
@@ -154,7 +158,7 @@ def generate_sample(
     brainmask = brain_o >= 0.5
     wmh = (frac_o >= 0.5) & brainmask
 
-    noise = float(rng.uniform(0.01, 0.05))
+    noise = float(rng.uniform(0.015, 0.06))
     # Skull-stripped output is 0 outside the brain mask: noise is only drawn inside it.
     keep = None if skull else brainmask
     flair = _rician(rng, flair, noise, keep)

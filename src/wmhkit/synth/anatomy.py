@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wmhkit.synth.fields import upsample
+from wmhkit.synth.fields import smooth_noise_at, upsample
 
 ASSETS = Path(__file__).resolve().parents[1] / "data" / "synth"
 
@@ -87,8 +87,14 @@ def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> di
     Returns a dict: ``matrix`` (3, 3) world <- atlas linear part (rotation x scale x shear), ``shift``
     (3,) mm, ``deform_mm`` (std of the displacement field), ``deform_spacing_mm`` (its smoothness).
     """
-    # Rotation: +-15 deg about left-right and anterior-posterior axes, wider (+-25 deg) in-plane (yaw).
-    angles = np.deg2rad(rng.uniform([-15, -15, -25], [15, 15, 25]) * strength)
+    # Rotation: clinical scans are mostly aligned within a few degrees (SD 5 deg pitch about left-right,
+    # 3 deg roll and in-plane yaw); a quarter of samples get wide rotations (+-15 deg pitch/roll, +-25 deg
+    # yaw) as augmentation.
+    if rng.random() < 0.25:
+        angles_deg = rng.uniform([-15, -15, -25], [15, 15, 25])
+    else:
+        angles_deg = np.clip(rng.normal(0.0, [5.0, 3.0, 3.0]), -12, 12)
+    angles = np.deg2rad(angles_deg * strength)
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -162,25 +168,93 @@ def warp_atlas(
     )
 
 
-def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator) -> dict:
-    """Enlarge ventricles and sulci and thin the cortex in place; ``atrophy`` in [0, 1].
+def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:
+    """Enlarge ventricles and sulci, reshape the cortical ribbon, in place; ``atrophy`` in [0, 1].
 
-    Ventricles grow by up to ~5 mm into the surrounding white matter and caudate (not the thalamus,
-    which keeps the third ventricle narrow); cortex within ``0.8 + 1.8 * atrophy`` mm of the outer CSF
-    becomes CSF (wider sulci, thinner ribbon; the 0.8 mm floor re-opens sulci that the averaged MNI
-    template blurs shut). Returns the amounts used (mm).
+    * Ventricles grow by up to ~4 mm (``4 * atrophy ** 1.5``: mostly in 'old' samples) into the
+      surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow).
+    * Cortex within ``1.8 * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
+      irregular pial surface), becomes CSF (wider sulci, thinner ribbon).
+    * The averaged MNI template has broad, smooth sulcal CSF and a thick ribbon with few sulci; real
+      cortex is folded with thin CSF lines. So sulcal CSF next to cortex becomes cortex (one voxel,
+      less of it the older the sample: broad sulci are real in atrophy), and then the near-zero set of
+      a smooth random field inside the ribbon (sheets 0.6-1 mm thick, 5-9 mm apart, in the outer 4 mm) becomes
+      sulcal CSF.
+
+    Returns the amounts used (mm).
     """
     atlas = load_atlas()
-    grow_v = float(atrophy * 5.0 * rng.uniform(0.8, 1.2))
-    thin_c = float(0.8 + atrophy * 1.8 * rng.uniform(0.8, 1.2))
+    grow_v = float(4.0 * atrophy**1.5 * rng.uniform(0.8, 1.2))
+    thin_c = float(atrophy * 1.8 * rng.uniform(0.8, 1.2))
     lateral = atlas.id("csf_lateral_ventricle")
+    sulcal = atlas.id("csf_sulcal_extracerebral")
     around_vent = np.isin(
         anat.labels, atlas.ids(WM_CLASSES + ("gm_deep_striatum", "choroid_plexus"))
     )
     anat.labels[around_vent & (anat.d_vent < grow_v)] = lateral
     anat.d_vent -= grow_v
-    cortex = np.isin(anat.labels, atlas.ids(CORTEX_CLASSES + ("cerebellum_gm",)))
-    # d_csf is 1 mm on the outermost cortical layer, so atrophy > ~0.6 removes one layer or more.
-    anat.labels[cortex & (anat.d_csf <= thin_c)] = atlas.id("csf_sulcal_extracerebral")
+    shape = anat.labels.shape
+    flat = anat.labels.reshape(-1)
+    gm_ids = atlas.ids(CORTEX_CLASSES + ("cerebellum_gm",))
+    cortex_idx = np.flatnonzero(np.isin(flat, gm_ids))
+    d = anat.d_csf.ravel()[cortex_idx]
+    # d_csf is 1 mm on the outermost cortical layer.
+    depth = thin_c + 0.5 * smooth_noise_at(rng, shape, 2.5 / spacing_mm, cortex_idx)
+    flat[cortex_idx[d <= depth]] = sulcal
+    # Narrow the template's broad sulci: sulcal CSF voxels with a cortex neighbour become that cortex.
+    csf_idx = np.flatnonzero(flat == sulcal)
+    is_gm = np.zeros(256, bool)
+    is_gm[gm_ids] = True
+    strides = np.cumprod((1,) + shape[:0:-1])[::-1]  # C order: (ny * nz, nz, 1)
+    new = np.zeros(csf_idx.size, np.uint8)
+    for stride in strides:
+        for sign in (-1, 1):
+            nb = flat[np.clip(csf_idx + sign * int(stride), 0, flat.size - 1)]
+            new = np.where((new == 0) & is_gm[nb], nb, new)
+    fill = smooth_noise_at(rng, shape, 6.0 / spacing_mm, csf_idx) > 2.4 * atrophy - 1.2
+    grow = (new > 0) & fill
+    flat[csf_idx[grow]] = new[grow]
+    # Thin sulci cut into the ribbon.
+    # Only in the outer part of the ribbon: deeper sheets close into loops that look like nothing real.
+    cortex_idx = np.flatnonzero(is_gm[flat])
+    cortex_idx = cortex_idx[anat.d_csf.ravel()[cortex_idx] <= thin_c + 4.0]
+    sulcus_mm = float(rng.uniform(5.0, 9.0))
+    width_mm = float(rng.uniform(0.6, 1.0))
+    field = smooth_noise_at(rng, shape, sulcus_mm / spacing_mm, cortex_idx)
+    # |field| < w is a sheet about 2 w / |grad field| thick; |grad| ~ 2.5 / sulcus_mm per mm.
+    w = 0.5 * width_mm * 2.5 / sulcus_mm
+    flat[cortex_idx[np.abs(field) < w]] = sulcal
     anat.d_csf -= thin_c
-    return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c}
+    return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c, "sulcus_spacing_mm": sulcus_mm}
+
+
+def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> float:
+    """Make the outermost 1.5-4 mm of the head's soft tissue subcutaneous fat, in place.
+
+    The atlas scalp is mostly one thick soft-tissue class; on a real FLAIR the scalp shows a thin
+    bright fat layer outside the muscle/galea and the dark bone. Peels layers of soft tissue touching
+    the background (6-neighbour steps). Returns the thickness used (mm).
+    """
+    atlas = load_atlas()
+    thickness = float(rng.uniform(1.5, 4.0))
+    steps = max(1, int(round(thickness / spacing_mm)))
+    flat = anat.labels.reshape(-1)
+    shape = anat.labels.shape
+    soft = atlas.ids(("muscle_soft_tissue", "skull_marrow", "skull_bone"))
+    idx = np.flatnonzero(np.isin(flat, soft))
+    if idx.size == 0:
+        return thickness
+    fat = atlas.id("scalp_fat")
+    # New fat is marked 255 while peeling, so that layers grow from the background inwards only.
+    outside = np.zeros(256, bool)
+    outside[[0, 255]] = True
+    strides = np.cumprod((1,) + shape[:0:-1])[::-1]
+    for _ in range(steps):
+        touch = np.zeros(idx.size, bool)
+        for stride in strides:
+            for sign in (-1, 1):
+                touch |= outside[flat[np.clip(idx + sign * int(stride), 0, flat.size - 1)]]
+        flat[idx[touch]] = 255
+        idx = idx[~touch]
+    flat[flat == 255] = fat
+    return thickness

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from wmhkit.synth.anatomy import CORTEX_CLASSES, VENTRICLE_CLASSES, WM_CLASSES, WarpedAnatomy, load_atlas
-from wmhkit.synth.fields import smooth_noise, smooth_noise_at
+from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at
 
 # name: (group, (FLAIR low, high), (T1 low, high)). Classes of one group share a drawn mean and differ
 # from it by a few percent, so that intensities vary inside a tissue without breaking its ordering.
@@ -22,23 +22,23 @@ CLASS_RANGES = {
     "wm_periventricular": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_deep": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_juxtacortical": ("wm", (1.0, 1.0), (1.0, 1.0)),
-    "gm_cortex_frontal": ("gm", (1.08, 1.4), (0.55, 0.8)),
-    "gm_cortex_parietooccipital": ("gm", (1.08, 1.4), (0.55, 0.8)),
-    "gm_cortex_temporal": ("gm", (1.08, 1.4), (0.55, 0.8)),
-    "gm_deep_striatum": ("dgm", (1.02, 1.3), (0.7, 0.88)),
-    "gm_deep_thalamus": ("dgm", (0.98, 1.25), (0.75, 0.92)),
+    "gm_cortex_frontal": ("gm", (1.06, 1.28), (0.55, 0.8)),
+    "gm_cortex_parietooccipital": ("gm", (1.06, 1.28), (0.55, 0.8)),
+    "gm_cortex_temporal": ("gm", (1.06, 1.28), (0.55, 0.8)),
+    "gm_deep_striatum": ("dgm", (1.02, 1.2), (0.7, 0.88)),
+    "gm_deep_thalamus": ("dgm", (0.98, 1.15), (0.75, 0.92)),
     "csf_lateral_ventricle": ("csf", (0.06, 0.35), (0.08, 0.3)),
     "csf_third_fourth_ventricle": ("csf", (0.08, 0.4), (0.08, 0.3)),
     "csf_sulcal_extracerebral": ("csf", (0.06, 0.35), (0.1, 0.35)),
-    "cerebellum_gm": ("gm", (1.05, 1.4), (0.6, 0.8)),
+    "cerebellum_gm": ("gm", (1.06, 1.28), (0.6, 0.8)),
     "cerebellum_wm": ("wm", (0.95, 1.08), (0.92, 1.0)),
     "brainstem": ("wm", (1.0, 1.25), (0.85, 1.0)),
     "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
     "choroid_plexus": ("choroid", (0.3, 1.6), (0.3, 0.8)),
-    "skull_bone": ("bone", (0.02, 0.2), (0.02, 0.2)),
-    "skull_marrow": ("marrow", (0.5, 1.8), (0.8, 1.5)),
-    "scalp_fat": ("fat", (0.8, 2.2), (1.1, 1.8)),
-    "muscle_soft_tissue": ("muscle", (0.35, 0.9), (0.4, 0.7)),
+    "skull_bone": ("bone", (0.02, 0.12), (0.02, 0.15)),
+    "skull_marrow": ("marrow", (0.35, 1.2), (0.8, 1.5)),
+    "scalp_fat": ("fat", (1.2, 2.4), (1.2, 1.9)),
+    "muscle_soft_tissue": ("muscle", (0.4, 0.8), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.5), (0.05, 0.3)),
     "orbital_fat": ("fat", (0.8, 2.0), (1.1, 1.8)),
     "dura_meninges": ("dura", (0.3, 1.1), (0.2, 0.7)),
@@ -75,7 +75,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
                 mean[k] = group_mean[group] * rng.uniform(0.96, 1.04)
             else:
                 mean[k] = rng.uniform(lo, hi)
-        if not random_contrast and modality == "flair" and rng.random() < 0.12:
+        if not random_contrast and modality == "flair" and rng.random() < 0.08:
             # Bright cortex ribbon: some FLAIRs show GM much brighter than WM (a distractor).
             for name in CORTEX_CLASSES:
                 mean[[k for k, v in names.items() if v == name][0]] *= rng.uniform(1.05, 1.2)
@@ -83,22 +83,27 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
             mean[0] = 0.0
             wm_ids = [k for k, v in names.items() if v.startswith("wm_")]
             mean /= max(float(mean[wm_ids].mean()), 0.05)  # keep WM at 1 so lesion contrast stays meaningful
-        std = mean * rng.uniform(0.015, 0.07, n).astype(np.float32)
+        # Voxel-scale variation on the working grid is kept small: blurred by the point spread it turns
+        # into blotches; the acquisition's noise is added on the output grid instead.
+        std = mean * rng.uniform(0.01, 0.035, n).astype(np.float32)
         out[f"{modality}_mean"] = mean
         out[f"{modality}_std"] = std
     # Lesion contrast: FLAIR always brighter than WM, sometimes subtly; T1 iso- to hypointense.
-    subtle = rng.random() < 0.25
-    out["lesion_flair_contrast"] = float(rng.uniform(0.08, 0.25) if subtle else rng.uniform(0.25, 1.1))
+    subtle = rng.random() < 0.15
+    out["lesion_flair_contrast"] = float(rng.uniform(0.08, 0.25) if subtle else rng.uniform(0.3, 1.1))
     out["lesion_t1_contrast"] = float(rng.uniform(0.0, 0.4))
     out["lesion_heterogeneity"] = float(rng.uniform(0.03, 0.2))
-    out["texture"] = float(rng.uniform(0.0, 0.06))
+    out["texture"] = float(rng.uniform(0.0, 0.05))
+    out["texture_scale_mm"] = float(rng.uniform(1.5, 3.5))
+    # Deep grey matter blends into the surrounding white matter over a few mm (no segmentation edges).
+    out["dgm_blur_mm"] = float(rng.uniform(0.8, 2.0))
     # Normal periventricular FLAIR signal rise ("caps/halo" that is NOT lesion), and a juxtacortical tint.
     out["pv_gradient"] = float(rng.uniform(-0.02, 0.12))
     out["jc_gradient"] = float(rng.uniform(-0.04, 0.06))
     # Thin bright ependymal lining of the ventricles (~1 mm): normal on FLAIR, not WMH.
     out["ependymal_rim"] = float(rng.uniform(0.05, 0.3) if rng.random() < 0.4 else 0.0)
     out["bias_sigma"] = float(rng.uniform(0.0, 0.3))
-    out["flow_artefact"] = float(rng.uniform(0.3, 1.2) if rng.random() < 0.4 else 0.0)
+    out["flow_artefact"] = float(rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0)
     out["vessels"] = int(rng.integers(5, 40) if rng.random() < 0.5 else 0)
     return out
 
@@ -135,13 +140,26 @@ def render(
     # One tissue texture for both modalities (it is the same anatomy), separate bias fields.
     texture = None
     if contrast["texture"] > 0:
-        texture = 1.0 + contrast["texture"] * smooth_noise(rng, shape, 4.0 / spacing_mm)
+        texture = 1.0 + contrast["texture"] * smooth_noise(rng, shape, contrast["texture_scale_mm"] / spacing_mm)
+    dgm_ids = atlas.ids(("gm_deep_striatum", "gm_deep_thalamus"))
+    wm_id = atlas.id("wm_deep")
+    dgm_box = _bbox(np.isin(labels, dgm_ids), int(np.ceil(6.0 / spacing_mm)))
+    dgm_tissue = None
+    if dgm_box is not None:
+        dgm_tissue = np.isin(labels[dgm_box], dgm_ids + atlas.ids(WM_CLASSES))
     bias = np.exp(contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2))
     images = []
     for m, modality in enumerate(("flair", "t1")):
         mean = contrast[f"{modality}_mean"]
         std = contrast[f"{modality}_std"]
         img = mean[labels]
+        if dgm_box is not None:
+            # Graded deep grey matter: blur its intensity into the neighbouring white matter (CSF is set
+            # to the WM value before blurring, so ventricles do not darken the basal ganglia).
+            sub = img[dgm_box]
+            soft = np.where(dgm_tissue, sub, np.float32(mean[wm_id]))
+            soft = gaussian_blur(soft, contrast["dgm_blur_mm"] / spacing_mm)
+            img[dgm_box] = np.where(dgm_tissue, soft, sub)
         img += std[labels] * rng.standard_normal(shape, dtype=np.float32)
         flat = img.reshape(-1)
         flat[wm_idx] *= 1.0 + (wm_gradient if modality == "flair" else -0.5 * wm_gradient)
@@ -150,7 +168,7 @@ def render(
         if modality == "flair" and contrast["flow_artefact"] > 0:
             # CSF inflow/pulsation artefacts: bright smudges in the ventricles.
             csf_idx = np.flatnonzero(np.isin(labels, atlas.ids(VENTRICLE_CLASSES)))
-            blobs = np.clip(smooth_noise_at(rng, shape, 5.0 / spacing_mm, csf_idx) - 0.8, 0.0, None)
+            blobs = np.clip(smooth_noise_at(rng, shape, 5.0 / spacing_mm, csf_idx) - 1.2, 0.0, None)
             flat[csf_idx] += blobs * contrast["flow_artefact"]
         if vessels is not None:
             # Vessels in the sulci: flow voids (dark) or slow-flow hyperintensity (bright).
@@ -170,6 +188,17 @@ def render(
         np.clip(img, 0.0, None, out=img)
         images.append(img.astype(np.float32, copy=False))
     return images[0], images[1]
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by ``margin`` voxels, or None when it is empty."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(0, hit[0] - margin), min(mask.shape[axis], hit[-1] + margin + 1)))
+    return tuple(box)
 
 
 def _vessel_mask(rng: np.random.Generator, labels: np.ndarray, count: int) -> np.ndarray | None:
