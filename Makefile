@@ -23,6 +23,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/evaluate_speed.py
+	$(PY) bench/synth_speed.py
+	$(PY) bench/preprocess_speed.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
