@@ -4,8 +4,9 @@ Development script, run once (re-runnable, deterministic); the installed package
 sources below at run time.
 
 Sources (see src/wmhkit/data/synth/ATTRIBUTION.md):
-  * MNI ICBM152 2009a (nonlinear symmetric) T1 and GM/WM probability maps, shipped in the nilearn wheel.
-  * Colin27 (ch2.nii.gz whole head, ch2bet.nii.gz brain), Debian mricron-data.
+  * MNI ICBM152 2009a (nonlinear symmetric) T1, shipped in the nilearn wheel: only its 1 mm grid.
+  * Colin27 (ch2.nii.gz whole head, ch2bet.nii.gz brain), Debian mricron-data: every tissue class
+    (brain from an intensity segmentation of ch2bet, non-brain from ch2).
   * 30 consensus lesion masks and brain masks of Lesjak et al. 2018 (CC-BY).
 
 Outputs (src/wmhkit/data/synth/):
@@ -74,31 +75,60 @@ def largest_components(mask, n=1, min_size=1):
     return np.isin(lab, keep)
 
 
+def segment_colin(t1, bet):
+    """CSF / GM / WM of the Colin27 brain (T1, 27 averaged scans: bias-free, high SNR).
+
+    Intensity thresholds between the class peaks (CSF ~30, GM ~85, WM ~112) on a lightly smoothed T1,
+    plus sulcal fundi: voxels much darker than their 3 mm neighbourhood maximum (the thin CSF line
+    between two GM banks, blurred by partial volume). The intracranial space is the brain mask closed
+    and grown by 2 mm (the outer 1 mm becomes dura), so that a thin CSF layer covers the whole
+    surface. Returns (wm, gm, csf, intracranial) masks.
+    """
+    ts = ndi.gaussian_filter(t1, 0.5)
+    valley = bet & (ts < ndi.grey_closing(ts, size=(3, 3, 3)) - 12) & (ts < 80)
+    wm = bet & (ts > 99) & ~valley
+    gm = bet & (ts >= 62) & ~wm & ~valley
+    # Drop specks: WM islands of fewer than 20 voxels become GM.
+    lab, k = ndi.label(wm, structure=np.ones((3, 3, 3)))
+    small = np.flatnonzero(ndi.sum(wm, lab, range(1, k + 1)) < 20) + 1
+    speck = np.isin(lab, small)
+    wm &= ~speck
+    gm |= speck
+    intracranial = ndi.binary_fill_holes(ndi.binary_dilation(ndi.binary_closing(bet, iterations=3), iterations=2))
+    gm &= intracranial
+    csf = intracranial & ~wm & ~gm
+    return wm, gm, csf, intracranial
+
+
 def build_atlas(src: Path):
     from nilearn import datasets
 
+    # The MNI152 template only defines the grid (1 mm, MNI space); all tissue comes from Colin27, a single
+    # subject with real cortical folding (thin sulci), copied onto that grid (both 1 mm, axis-aligned).
     t1_img = datasets.load_mni152_template(resolution=1)
     affine = t1_img.affine.copy()
-    t1 = t1_img.get_fdata().astype(np.float32)
-    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata().astype(np.float32)
-    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata().astype(np.float32)
-    shape = t1.shape
+    shape = t1_img.shape
     x, y, z = mm_grid(shape, affine)
-
-    brain = ndi.binary_fill_holes(t1 > 0.02)
-    brain = largest_components(ndi.binary_opening(brain, iterations=1))
-    csf = brain & (gm + wm < 0.5)
+    ch = nib.load(str(src / "templates" / "ch2.nii.gz"))
+    off = np.rint(np.linalg.solve(affine, ch.affine @ [0, 0, 0, 1])[:3]).astype(int)
+    sl = tuple(slice(o, o + n) for o, n in zip(off, ch.shape))
+    head_t1 = np.zeros(shape, np.float32)
+    bet_t1 = np.zeros(shape, np.float32)
+    head_t1[sl] = ch.get_fdata()
+    bet_t1[sl] = nib.load(str(src / "templates" / "ch2bet.nii.gz")).get_fdata()
+    bet = largest_components(bet_t1 > 0)
+    is_wm, is_gm, csf, brain = segment_colin(bet_t1, bet)
     depth = ndi.distance_transform_edt(brain)  # mm from the brain surface
 
     labels = np.zeros(shape, np.uint8)
-    is_wm = brain & (wm >= gm) & ~csf
-    is_gm = brain & (gm > wm) & ~csf
 
     # Ventricles: CSF deep inside the brain near the centre, the largest connected pieces.
     central = (np.abs(x) < 38) & (y > -60) & (y < 40) & (z > -25) & (z < 40)
+    # The opening (2 mm) keeps the wide ventricles and drops the thin sulci and fissures that touch
+    # them; a 3 mm geodesic regrowth inside the CSF restores the ventricles' thin horns and edges.
     vent = csf & central & (depth > 12)
-    vent = largest_components(ndi.binary_opening(vent, iterations=1) | (vent & (depth > 20)), n=2, min_size=200)
-    vent = ndi.binary_closing(vent, iterations=1) & csf
+    core = largest_components(ndi.binary_opening(vent, iterations=2), n=2, min_size=200)
+    vent = ndi.binary_dilation(core, iterations=3, mask=vent)
     third = vent & (np.abs(x) < 4) & (z < 12) & (y < 5)
     # Fourth ventricle: midline CSF in front of the cerebellum.
     fourth = csf & (np.abs(x) < 8) & (y > -55) & (y < -35) & (z > -45) & (z < -20) & (depth > 10)
@@ -106,9 +136,9 @@ def build_atlas(src: Path):
     labels[vent] = ID["csf_lateral_ventricle"]
     labels[third | fourth] = ID["csf_third_fourth_ventricle"]
 
-    # Deep grey matter: GM-dominant voxels deep in the central region (MNI GM prior includes them).
+    # Deep grey matter: GM-intensity voxels deep in the central region.
     deep_region = (np.abs(x) < 34) & (y > -42) & (y < 30) & (z > -14) & (z < 24) & (depth > 18)
-    deep_gm = brain & (gm > 0.35) & (gm >= wm * 0.8) & deep_region & ~vent
+    deep_gm = is_gm & deep_region & ~vent
     thal = deep_gm & (y < -4) & (np.abs(x) < 24)
     labels[is_wm] = ID["wm_deep"]
     cortex = is_gm & ~deep_gm
@@ -147,23 +177,13 @@ def build_atlas(src: Path):
     chor = atria & (ndi.distance_transform_edt(vent) >= 1.5)
     labels[chor] = ID["choroid_plexus"]
 
-    # Non-brain tissue from the Colin27 head, copied onto the MNI grid (both 1 mm, axis-aligned).
-    ch = nib.load(str(src / "templates" / "ch2.nii.gz"))
-    bet = nib.load(str(src / "templates" / "ch2bet.nii.gz")).get_fdata() > 0
-    head_t1 = np.zeros(shape, np.float32)
-    bet_mni = np.zeros(shape, bool)
-    off = np.rint(np.linalg.solve(affine, ch.affine @ [0, 0, 0, 1])[:3]).astype(int)
-    sl = tuple(slice(o, o + n) for o, n in zip(off, ch.shape))
-    head_t1[sl] = ch.get_fdata()
-    bet_mni[sl] = bet
+    # Non-brain tissue from the same Colin27 head.
     head = ndi.binary_fill_holes(ndi.binary_closing(head_t1 > 25, iterations=3))
     head = largest_components(head)
-    brain_or_bet = ndi.binary_fill_holes(brain | ndi.binary_closing(bet_mni, iterations=2))
+    brain_or_bet = brain
     nonbrain = head & ~brain_or_bet
-    dura = brain_or_bet & ~brain
-    labels[dura] = ID["csf_sulcal_extracerebral"]
-    # Meninges/dura: a thin shell at the outer edge of the intracranial space.
-    shell = dura & ~ndi.binary_erosion(brain_or_bet, iterations=1)
+    # Meninges/dura: a thin shell at the outer edge of the intracranial space (over CSF only).
+    shell = brain & ~ndi.binary_erosion(brain, iterations=1) & (labels == ID["csf_sulcal_extracerebral"])
     labels[shell] = ID["dura_meninges"]
     d_brain = ndi.distance_transform_edt(~brain_or_bet)
     d_skin = ndi.distance_transform_edt(head)

@@ -17,7 +17,7 @@ from wmhkit.io import Volume, check_can_write, save_volume, write_json
 
 HELP = "generate synthetic FLAIR/T1 cases with WMH, brain and tissue labels"
 EPILOG = """\
-Each case is real anatomy (MNI152 2009a + Colin27 atlas, randomly warped and atrophied), real and
+Each case is real anatomy (Colin27 atlas in MNI space, randomly warped and atrophied), real and
 procedural lesion shapes (none to ~80 ml), randomised contrast, bias field, noise and acquisition
 geometry. The same --seed gives bit-identical files; case k depends only on (seed, k).
 

@@ -173,19 +173,16 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
 
     * Ventricles grow by up to ~4 mm (``4 * atrophy ** 1.5``: mostly in 'old' samples) into the
       surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow).
-    * Cortex within ``1.8 * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
+    * Cortex within ``1.2 * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
       irregular pial surface), becomes CSF (wider sulci, thinner ribbon).
-    * The averaged MNI template has broad, smooth sulcal CSF and a thick ribbon with few sulci; real
-      cortex is folded with thin CSF lines. So sulcal CSF next to cortex becomes cortex (one voxel,
-      less of it the older the sample: broad sulci are real in atrophy), and then the near-zero set of
-      a smooth random field inside the ribbon (sheets 0.6-1 mm thick, 5-9 mm apart, in the outer 4 mm) becomes
-      sulcal CSF.
+    The cortex itself needs no synthetic folding: the atlas brain is a single real subject (Colin27)
+    with thin sulci, so atrophy only widens them.
 
     Returns the amounts used (mm).
     """
     atlas = load_atlas()
     grow_v = float(4.0 * atrophy**1.5 * rng.uniform(0.8, 1.2))
-    thin_c = float(atrophy * 1.8 * rng.uniform(0.8, 1.2))
+    thin_c = float(atrophy * 1.2 * rng.uniform(0.8, 1.2))
     lateral = atlas.id("csf_lateral_ventricle")
     sulcal = atlas.id("csf_sulcal_extracerebral")
     around_vent = np.isin(
@@ -201,31 +198,8 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     # d_csf is 1 mm on the outermost cortical layer.
     depth = thin_c + 0.5 * smooth_noise_at(rng, shape, 2.5 / spacing_mm, cortex_idx)
     flat[cortex_idx[d <= depth]] = sulcal
-    # Narrow the template's broad sulci: sulcal CSF voxels with a cortex neighbour become that cortex.
-    csf_idx = np.flatnonzero(flat == sulcal)
-    is_gm = np.zeros(256, bool)
-    is_gm[gm_ids] = True
-    strides = np.cumprod((1,) + shape[:0:-1])[::-1]  # C order: (ny * nz, nz, 1)
-    new = np.zeros(csf_idx.size, np.uint8)
-    for stride in strides:
-        for sign in (-1, 1):
-            nb = flat[np.clip(csf_idx + sign * int(stride), 0, flat.size - 1)]
-            new = np.where((new == 0) & is_gm[nb], nb, new)
-    fill = smooth_noise_at(rng, shape, 6.0 / spacing_mm, csf_idx) > 2.4 * atrophy - 1.2
-    grow = (new > 0) & fill
-    flat[csf_idx[grow]] = new[grow]
-    # Thin sulci cut into the ribbon.
-    # Only in the outer part of the ribbon: deeper sheets close into loops that look like nothing real.
-    cortex_idx = np.flatnonzero(is_gm[flat])
-    cortex_idx = cortex_idx[anat.d_csf.ravel()[cortex_idx] <= thin_c + 4.0]
-    sulcus_mm = float(rng.uniform(5.0, 9.0))
-    width_mm = float(rng.uniform(0.6, 1.0))
-    field = smooth_noise_at(rng, shape, sulcus_mm / spacing_mm, cortex_idx)
-    # |field| < w is a sheet about 2 w / |grad field| thick; |grad| ~ 2.5 / sulcus_mm per mm.
-    w = 0.5 * width_mm * 2.5 / sulcus_mm
-    flat[cortex_idx[np.abs(field) < w]] = sulcal
     anat.d_csf -= thin_c
-    return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c, "sulcus_spacing_mm": sulcus_mm}
+    return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c}
 
 
 def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> float:
