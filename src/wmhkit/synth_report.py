@@ -31,8 +31,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-# 26-connectivity: lesions touching at an edge or a corner are one lesion, as raters count them.
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+from wmhkit.metrics import label_lesions
+
 # Lesions smaller than this (ml) depend on the grid (1 voxel at 1 mm is 1 ul, at 1.5 mm 3.4 ul), so a
 # second count leaves them out to compare a 1.5 mm synthetic grid with 1 mm real masks fairly.
 MIN_COUNTED_ML = 0.01
@@ -75,8 +75,8 @@ def lesion_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels : int32 ndarray, shape (X, Y, Z); 0 = background, 1..n = lesion id
     n : number of lesions
     """
-    labels, n = ndi.label(np.asarray(mask) > 0, structure=CONNECTIVITY_26)
-    return labels.astype(np.int32, copy=False), int(n)
+    labels, n = label_lesions(np.asarray(mask) > 0)
+    return labels.astype(np.int32, copy=False), n
 
 
 def lesion_count(mask: np.ndarray) -> int:
@@ -335,9 +335,9 @@ def resample_labels(labels: np.ndarray, affine: np.ndarray, target_shape, target
     -------
     ndarray of labels.dtype, shape target_shape (0 outside the source field of view)
     """
-    vox = np.linalg.inv(affine) @ np.asarray(target_affine, float)
-    return ndi.affine_transform(labels, vox[:3, :3], offset=vox[:3, 3], output_shape=tuple(target_shape),
-                                order=0, mode="constant", cval=0)
+    from wmhkit.preprocess import resample
+
+    return resample(labels, affine, tuple(target_shape), target_affine, kind="label")
 
 
 def warp_template_to_brainmask(
@@ -363,6 +363,8 @@ def warp_template_to_brainmask(
     """
     import SimpleITK as sitk  # only this function needs it; import lazily to keep `import wmhkit` fast
 
+    from wmhkit.preprocess import to_sitk as _to_sitk
+
     labels, template_affine = template if template is not None else load_template()
     fixed = _to_sitk((np.asarray(brainmask) > 0).astype(np.float32), affine)
     moving = _to_sitk((labels > 0).astype(np.float32), template_affine)
@@ -386,20 +388,6 @@ def warp_template_to_brainmask(
     warped = sitk.Resample(_to_sitk(labels, template_affine), fixed, transform, sitk.sitkNearestNeighbor,
                            0, sitk.sitkUInt8)
     return sitk.GetArrayFromImage(warped).transpose(2, 1, 0).copy()
-
-
-def _to_sitk(data: np.ndarray, affine: np.ndarray):
-    """A SimpleITK image of an (X, Y, Z) array with a RAS affine (ITK is LPS, arrays are z, y, x)."""
-    import SimpleITK as sitk
-
-    flip = np.diag([-1.0, -1.0, 1.0])
-    linear = flip @ np.asarray(affine, float)[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data).transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(v) for v in (linear / spacing).ravel()])
-    image.SetOrigin([float(v) for v in flip @ np.asarray(affine, float)[:3, 3]])
-    return image
 
 
 def subject_ventricles(flair: np.ndarray, template_ventricles: np.ndarray, brain: np.ndarray,
