@@ -25,6 +25,8 @@ SHIPPED_MODEL = "brain_fcn1.pt"
 # A skull-stripped scan is mostly exact zeros around one brain-sized blob (ml).
 STRIPPED_BRAIN_ML = (700.0, 2200.0)
 STRIPPED_ZERO_SHARE = 0.3
+# Models carry their own cut-off, calibrated on held-out synthetic heads (scripts/eval_brain_synthetic.py).
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -97,7 +99,7 @@ def extract_brain(
     affine: np.ndarray,
     model: BrainFCN | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     detect_stripped: bool = True,
 ) -> BrainResult:
     """Binary brain mask of a head (or brain) image on its native grid.
@@ -107,13 +109,17 @@ def extract_brain(
     image : (X, Y, Z) any MR contrast, skull on or off
     affine : its 4x4 voxel-to-world affine (mm)
     model : a BrainFCN; default the shipped one
+    threshold : probability cut-off; default the model's calibrated one (``model.mask_threshold``)
     detect_stripped : if the image is already skull-stripped, return its non-zero region unchanged
     """
     voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
     if detect_stripped and looks_skull_stripped(image, affine):
         mask = ndimage.binary_fill_holes(np.asarray(image) != 0)
         return BrainResult(mask.astype(np.uint8), None, True, float(mask.sum() * voxel_ml))
-    probability = predict_probability(model or load_brain_model(), image, affine)
+    model = model or load_brain_model()
+    probability = predict_probability(model, image, affine)
+    if threshold is None:
+        threshold = getattr(model, "mask_threshold", DEFAULT_THRESHOLD)
     mask = clean_mask(probability, threshold)
     return BrainResult(mask.astype(np.uint8), probability, False, float(mask.sum() * voxel_ml))
 
@@ -128,7 +134,17 @@ def load_brain_model_file(path: str | Path) -> BrainFCN:
     payload = torch.load(str(path), map_location="cpu", weights_only=True)
     model = BrainFCN(**payload["config"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    model.mask_threshold = float(payload.get("info", {}).get("threshold", DEFAULT_THRESHOLD))
     return model.eval()
+
+
+def set_model_threshold(path: str | Path, threshold: float) -> None:
+    """Record a calibrated probability cut-off in a saved brain model file (atomically)."""
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    payload.setdefault("info", {})["threshold"] = float(threshold)
+    tmp = Path(str(path) + ".part")
+    torch.save(payload, str(tmp))
+    tmp.replace(path)
 
 
 @lru_cache(maxsize=1)

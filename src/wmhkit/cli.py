@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "wmhkit.commands.evaluate",
     "wmhkit.commands.synth",
     "wmhkit.commands.brainmask",
+    "wmhkit.commands.train",
 ]
 
 DESCRIPTION = """\

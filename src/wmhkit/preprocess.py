@@ -431,3 +431,67 @@ def area_tophat(image: np.ndarray, area: int = 25, *, per_slice: bool = True) ->
     """White area top-hat: image minus its area opening; small bright details (candidate lesions)."""
     image = np.asarray(image, dtype=np.float32)
     return image - area_opening(image, area, per_slice=per_slice)
+
+
+# ------------------------------------------------------------------ 2D networks: axial slice stacks
+
+
+@dataclass(frozen=True)
+class SliceStackGeometry:
+    """How a canonical (RAS) volume became a stack of square axial slices, to map predictions back.
+
+    box : (x0, x1, y0, y1) in-plane voxel window (may reach outside the volume: zero-padded)
+    canonical_shape : (X, Y, Z) of the canonical volume
+    size : side of the square slices (pixels)
+    """
+
+    box: tuple[int, int, int, int]
+    canonical_shape: tuple[int, int, int]
+    size: int
+
+
+def brain_box(brain: np.ndarray, spacing_xy: tuple[float, float], margin_mm: float = 10.0) -> tuple[int, int, int, int]:
+    """Square (in mm) in-plane window around a canonical brain mask's extent over all slices (the
+    2D U-Net's "brain field-of-view crop"); the whole slice when the mask is empty."""
+    shape = brain.shape
+    if not brain.any():
+        return 0, shape[0], 0, shape[1]
+    xs = np.flatnonzero(brain.any(axis=(1, 2)))
+    ys = np.flatnonzero(brain.any(axis=(0, 2)))
+    centre = np.array([(xs[0] + xs[-1] + 1) / 2, (ys[0] + ys[-1] + 1) / 2])
+    half_mm = max((xs[-1] + 1 - xs[0]) * spacing_xy[0], (ys[-1] + 1 - ys[0]) * spacing_xy[1]) / 2 + margin_mm
+    half = half_mm / np.asarray(spacing_xy, dtype=float)
+    lo = np.floor(centre - half).astype(int)
+    hi = np.ceil(centre + half).astype(int)
+    return int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1])
+
+
+def to_slice_stack(channels: np.ndarray, box: tuple[int, int, int, int], size: int, *, labels: bool = False) -> np.ndarray:
+    """Crop canonical (C, X, Y, Z) volumes to ``box`` (zero outside the volume) and resize each axial
+    slice to size x size; returns (Z, C, size, size) float32. ``labels`` resizes by nearest neighbour."""
+    import torch
+    from torch.nn import functional as F
+
+    channels = np.asarray(channels, dtype=np.float32)
+    x0, x1, y0, y1 = box
+    pad = [(0, 0), (max(0, -x0), max(0, x1 - channels.shape[1])), (max(0, -y0), max(0, y1 - channels.shape[2])), (0, 0)]
+    padded = np.pad(channels, pad)
+    crop = padded[:, x0 + pad[1][0]: x1 + pad[1][0], y0 + pad[2][0]: y1 + pad[2][0]]
+    stack = torch.from_numpy(np.ascontiguousarray(crop.transpose(3, 0, 1, 2)))
+    mode = {"mode": "nearest-exact"} if labels else {"mode": "bilinear", "align_corners": False, "antialias": True}
+    return F.interpolate(stack, size=(size, size), **mode).numpy()
+
+
+def from_slice_stack(stack: np.ndarray, geometry: SliceStackGeometry) -> np.ndarray:
+    """(Z, size, size) slice predictions -> (X, Y, Z) canonical volume (bilinear; 0 outside the box)."""
+    import torch
+    from torch.nn import functional as F
+
+    x0, x1, y0, y1 = geometry.box
+    X, Y, Z = geometry.canonical_shape
+    resized = F.interpolate(torch.from_numpy(np.asarray(stack, np.float32))[:, None], size=(x1 - x0, y1 - y0),
+                            mode="bilinear", align_corners=False)[:, 0].numpy()
+    out = np.zeros((X, Y, Z), np.float32)
+    sx, sy = slice(max(x0, 0), min(x1, X)), slice(max(y0, 0), min(y1, Y))
+    out[sx, sy, :] = resized[:, sx.start - x0: sx.stop - x0, sy.start - y0: sy.stop - y0].transpose(1, 2, 0)
+    return out

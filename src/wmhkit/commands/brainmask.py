@@ -52,6 +52,7 @@ def register(subparsers) -> None:
     train.add_argument("--cache-size", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--checkpoint-every", type=int)
+    train.add_argument("--init", help="start from this brain model file (fine-tuning)")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-at", type=int, help="stop after this step (continue later with --resume)")
     train.set_defaults(func=run_train)
@@ -90,8 +91,10 @@ def _model_file(path: str):
 def run_train(args: argparse.Namespace) -> int:
     from wmhkit.train import BrainRecipe, train_brain_extractor
 
-    names = ("steps", "batch_size", "learning_rate", "width", "cache_size", "seed", "checkpoint_every")
+    names = ("steps", "batch_size", "learning_rate", "width", "cache_size", "seed", "checkpoint_every", "init")
     recipe = BrainRecipe(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    if args.init and not Path(args.init).is_file():
+        raise InputError(args.init, "model file not found")
     exported = train_brain_extractor(Path(args.out), recipe, resume=args.resume, stop_at=args.stop_at)
     print(f"model: {exported}")
     return 0

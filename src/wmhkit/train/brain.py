@@ -1,8 +1,8 @@
-"""Training: losses, checkpoints that resume exactly, and the brain extractor's recipe.
+"""The brain extractor's (FCN-1) training recipe.
 
-The brain extractor (FCN-1) learns from synthetic heads only (:mod:`wmhkit.synth`, skull kept or
-stripped, random contrast and geometry), cached once per run as 3 mm volumes; each step draws a cached
-head and augments it cheaply (left-right flip, gamma, a cut field of view as clinical 2D scans have).
+FCN-1 learns from synthetic heads only (:mod:`wmhkit.synth`, skull kept or stripped, random contrast
+and geometry), cached once per run as 3 mm volumes; each step draws a cached head and augments it
+cheaply (left-right flip, gamma, a cut field of view as clinical 2D scans have).
 """
 
 from __future__ import annotations
@@ -15,66 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
-from wmhkit.brain import WORKING_SPACING_MM, save_brain_model, scale_intensities
+from wmhkit.brain import (
+    WORKING_SPACING_MM,
+    load_brain_model_file,
+    save_brain_model,
+    scale_intensities,
+)
 from wmhkit.models.msfcn import BrainFCN
-
-DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
-
-
-# ------------------------------------------------------------------------------------------- losses
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice over each sample's voxels, averaged over the batch; logits/target (N, 1, ...)."""
-    prob = torch.sigmoid(logits.float())
-    dims = tuple(range(1, prob.ndim))
-    overlap = (prob * target).sum(dims)
-    return (1 - (2 * overlap + eps) / (prob.sum(dims) + target.sum(dims) + eps)).mean()
-
-
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return soft_dice_loss(logits, target) + F.binary_cross_entropy_with_logits(logits.float(), target)
-
-
-def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor,
-                          weights=DEEP_SUPERVISION_WEIGHTS) -> torch.Tensor:
-    """Weighted Dice+BCE over the scales; the target is average-pooled to each coarser scale."""
-    total = 0.0
-    for logits, weight in zip(outputs, weights):
-        scaled = target if logits.shape == target.shape else F.adaptive_avg_pool3d(target, logits.shape[2:])
-        total = total + weight * dice_bce_loss(logits, scaled)
-    return total / sum(weights[: len(outputs)])
-
-
-# ------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int, config: dict, rng: np.random.Generator) -> None:
-    """Everything needed to continue bit-for-bit: weights, optimiser, step, config and RNG states."""
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "step": step,
-        "config": config,
-        "numpy_rng": rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-    }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, str(tmp))
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model, optimizer, rng: np.random.Generator) -> tuple[int, dict]:
-    payload = torch.load(str(path), map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    rng.bit_generator.state = payload["numpy_rng"]
-    torch.set_rng_state(payload["torch_rng"])
-    return int(payload["step"]), payload["config"]
-
+from wmhkit.train.checkpoint import load_checkpoint, save_checkpoint
+from wmhkit.train.losses import deep_supervision_loss
 
 # ---------------------------------------------------------------------------- brain extractor recipe
 
@@ -93,6 +44,7 @@ class BrainRecipe:
     skull_share: float = 0.85
     seed: int = 0
     checkpoint_every: int = 250
+    init: str | None = None  # a brain model file to start from (fine-tuning) instead of random weights
 
 
 def synth_head_cache(recipe: BrainRecipe, folder: Path, progress: bool = True) -> list[Path]:
@@ -110,6 +62,9 @@ def synth_head_cache(recipe: BrainRecipe, folder: Path, progress: bool = True) -
                 train_shape=recipe.shape,
             )
             image = sample.flair if np.random.default_rng([recipe.seed, index, 8]).random() < 0.5 else sample.t1
+            # Stored scaled (float16 tops out at 65504; random contrasts reach 1e5), which the per-step
+            # percentile scaling undoes anyway.
+            image = scale_intensities(image)
             tmp = path.with_name(path.stem + ".part.npz")
             np.savez_compressed(tmp, image=image.astype(np.float16), mask=sample.brainmask.astype(np.uint8))
             os.replace(tmp, path)
@@ -118,18 +73,23 @@ def synth_head_cache(recipe: BrainRecipe, folder: Path, progress: bool = True) -
 
 
 def augment_head(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-    """Cheap per-step augmentation of a cached head: flip, gamma, a cut field of view, scaling."""
+    """Cheap per-step augmentation of a cached head: flip, a cut field of view, gamma.
+
+    The field-of-view cut blanks image and mask together, so that the network learns to follow the brain
+    up to the edge of a scan that stops mid-brain (clinical 2D scans often miss the vertex or the
+    cerebellum), as inference sees it: zeros beyond the field of view.
+    """
     if rng.random() < 0.5:
         image, mask = image[::-1], mask[::-1]
-    image = np.asarray(image, dtype=np.float32)
+    image = np.array(image, dtype=np.float32)
+    mask = np.array(mask, dtype=np.float32)
     if rng.random() < 0.5:
-        # Clinical 2D scans often cover only part of the head from top to bottom.
         z = image.shape[2]
         low = int(rng.integers(0, z // 3))
         high = int(rng.integers(2 * z // 3, z + 1))
-        image = image.copy()
-        image[:, :, :low] = 0
-        image[:, :, high:] = 0
+        for volume in (image, mask):
+            volume[:, :, :low] = 0
+            volume[:, :, high:] = 0
     scaled = scale_intensities(image)
     scaled = np.power(scaled / 1.5, rng.uniform(0.7, 1.4)) * 1.5
     return np.ascontiguousarray(scaled, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)
@@ -153,7 +113,9 @@ def train_brain_extractor(out: Path, recipe: BrainRecipe, *, resume: bool = Fals
     step = 0
     if resume and checkpoint.exists():
         step, _ = load_checkpoint(checkpoint, model, optimizer, rng)
-    schedule = lambda s: 0.5 * (1 + np.cos(np.pi * min(s, recipe.steps) / recipe.steps))  # noqa: E731
+    elif recipe.init:
+        model.load_state_dict(load_brain_model_file(recipe.init).state_dict())
+    schedule = lambda s: 0.5 * (1 + np.cos(np.pi * min(s, recipe.steps) / recipe.steps))
     log = open(out / "log.csv", "a", encoding="utf-8")
     if step == 0:
         log.write("step,loss,lr,seconds\n")

@@ -1,0 +1,181 @@
+"""The shared training engine: configs and overrides, loss going down, exact resume, DDP, exports."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_nifti
+from torch.nn import functional as F
+
+from wmhkit.train.config import ConfigError, load_config
+from wmhkit.train.engine import learning_rate, load_exported, train
+from wmhkit.train.losses import binary_logits, segmentation_loss
+
+SPACING = (1.0, 1.0, 3.0)
+
+
+def make_case(root: Path, name: str, seed: int) -> None:
+    """A 40x40x10 'brain' (ellipsoid) with two bright FLAIR blobs as lesions, challenge layout."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(np.arange(40), np.arange(40), np.arange(10), indexing="ij")
+    brain = ((x - 20) / 16) ** 2 + ((y - 20) / 17) ** 2 + ((z - 5) / 6) ** 2 <= 1
+    wmh = np.zeros(brain.shape, np.uint8)
+    for _ in range(2):
+        c = rng.integers([12, 12, 3], [28, 28, 7])
+        wmh[((x - c[0]) ** 2 + (y - c[1]) ** 2 + (3 * (z - c[2])) ** 2) <= 9] = 1
+    wmh &= brain
+    flair = np.where(brain, 100 + 5 * rng.standard_normal(brain.shape) + 80 * wmh, 0).astype(np.float32)
+    t1 = np.where(brain, 200 + 5 * rng.standard_normal(brain.shape) - 40 * wmh, 0).astype(np.float32)
+    affine = np.diag([*SPACING, 1.0])
+    (root / name / "pre").mkdir(parents=True)
+    write_nifti(root / name / "pre" / "FLAIR.nii.gz", flair, affine)
+    write_nifti(root / name / "pre" / "T1.nii.gz", t1, affine)
+    write_nifti(root / name / "wmh.nii.gz", wmh, affine)
+    write_nifti(root / name / "brainmask.nii.gz", brain.astype(np.uint8), affine)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    for i in range(3):
+        make_case(root, f"case{i}", i)
+    return root
+
+
+def tiny_config(data: Path, tmp: Path, **optim) -> Path:
+    text = f"""
+[model]
+name = "unet2d"
+variant = "v2"
+width = 0.125
+norm = "batch"
+
+[data]
+inputs = "flair_t1"
+size = 32
+mix = {{ real = 1.0 }}
+real = ["{data}"]
+validation = ["{data}"]
+lesion_fraction = 0.8
+
+[augment]
+affine = 0.0
+bias = 0.0
+noise = 0.0
+gamma = 0.0
+blur = 0.0
+flip = 0.5
+
+[optim]
+name = "adam"
+lr = {optim.get("lr", 3e-3)}
+schedule = "{optim.get("schedule", "constant")}"
+steps = {optim.get("steps", 8)}
+batch_size = 4
+
+[run]
+seed = 3
+threads = 1
+checkpoint_every = 4
+validate_every = 4
+"""
+    path = tmp / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_then_overrides(tmp_path, tiny_data):
+    config = load_config(tiny_config(tiny_data, tmp_path), ["optim.lr=0.5", 'model.variant="v3"', "data.mix={synthetic=1.0}"])
+    assert config["optim"]["lr"] == 0.5
+    assert config["optim"]["steps"] == 8  # from the file
+    assert config["model"]["variant"] == "v3"
+    assert config["data"]["mix"] == {"synthetic": 1.0}  # a table replaces, not merges
+    assert config["loss"]["name"] == "dice_bce"  # default kept
+
+
+@pytest.mark.parametrize("override", ["optim.nope=1", "nosection.a=1", "novalue"])
+def test_bad_overrides_are_refused(override):
+    with pytest.raises(ConfigError):
+        load_config(None, [override])
+
+
+def test_learning_rate_schedules():
+    optim = {"lr": 1.0, "steps": 100, "warmup_steps": 10, "schedule": "cosine"}
+    assert learning_rate(0, optim) == pytest.approx(0.1)
+    assert learning_rate(10, optim) == pytest.approx(1.0)
+    assert learning_rate(100, optim) == pytest.approx(0.0)
+    assert learning_rate(55, {**optim, "schedule": "poly"}) == pytest.approx(0.5 ** 0.9)
+
+
+def test_two_class_logits_give_the_softmax_cross_entropy():
+    logits = torch.randn(2, 2, 5, 5)
+    target = (torch.rand(2, 1, 5, 5) > 0.5).float()
+    softmax_ce = F.cross_entropy(logits, target[:, 0].long())
+    assert F.binary_cross_entropy_with_logits(binary_logits(logits), target).item() == pytest.approx(softmax_ce.item(), rel=1e-5)
+    deep = segmentation_loss([logits, logits[:, :, ::2, ::2]], target, {"name": "tversky", "deep_supervision": [1, 0.5]})
+    assert torch.isfinite(deep)
+
+
+def test_training_lowers_the_loss_and_exports(tmp_path, tiny_data):
+    config = load_config(tiny_config(tiny_data, tmp_path, steps=40))
+    exported = train(config, tmp_path / "run", progress=False)
+    log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
+    assert len(log) == 40
+    assert log["loss"][-8:].mean() < 0.9 * log["loss"][:8].mean()
+    metrics = np.genfromtxt(tmp_path / "run" / "metrics.csv", delimiter=",", names=True)
+    assert metrics["validation_dsc"][-1] > metrics["validation_dsc"][0] + 0.3  # it learned the blobs
+    for name in ("last.pt", "best.pt", "model.pt", "metrics.csv", "curves.png", "config.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    model, payload = load_exported(exported)
+    assert payload["network"] == "unet2d" and payload["data"]["inputs"] == "flair_t1"
+    x = torch.randn(1, 2, 32, 32)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert model(x).shape == (1, 1, 32, 32)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
+    config = load_config(tiny_config(tiny_data, tmp_path, steps=8, schedule="cosine"))
+    train(config, tmp_path / "whole", progress=False)
+    train(config, tmp_path / "parts", stop_at=4, progress=False)
+    assert not (tmp_path / "parts" / "model.pt").exists()
+    train(config, tmp_path / "parts", resume=True, progress=False)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
+    parts = torch.load(tmp_path / "parts" / "last.pt", weights_only=False)["model"]
+    assert whole.keys() == parts.keys()
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+    # and differs from the weights halfway, so the comparison has teeth
+    train(config, tmp_path / "half", stop_at=4, progress=False)
+    half = torch.load(tmp_path / "half" / "last.pt", weights_only=False)["model"]
+    assert not all(torch.equal(whole[k], half[k]) for k in whole)
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, tiny_data):
+    config_path = tiny_config(tiny_data, tmp_path, steps=2)
+    run = [sys.executable, "-m", "wmhkit", "train", "--config", str(config_path), "--out", str(tmp_path / "r"), "--quiet"]
+    assert subprocess.run(run, capture_output=True, text=True).returncode == 0
+    again = subprocess.run(run, capture_output=True, text=True)
+    assert again.returncode == 2
+    assert "--resume" in again.stderr and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
+def test_ddp_with_two_cpu_processes(tmp_path, tiny_data):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    config_path = tiny_config(tiny_data, tmp_path, steps=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "wmhkit", "train", "--config", str(config_path),
+         "--out", str(tmp_path / "ddp"), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
+    assert saved["step"] == 4
+    log = np.genfromtxt(tmp_path / "ddp" / "log.csv", delimiter=",", names=True)
+    assert len(log) == 4  # one writer (rank 0), one row per global step
