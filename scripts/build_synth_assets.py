@@ -202,6 +202,7 @@ def build_atlas(src: Path):
     cls[orbit & bright] = ID["orbital_fat"]
     cls[eye] = ID["eye"]
     labels[nonbrain] = cls[nonbrain]
+    fill_skull_gaps(labels)
 
     # Crop to the head with a small margin.
     fg = labels > 0
@@ -213,11 +214,30 @@ def build_atlas(src: Path):
     return labels[crop], new_aff
 
 
+def fill_skull_gaps(labels, closing_mm: int = 4):
+    """Make background pockets between the meninges and the skull bone, in place; returns their count.
+
+    Colin27's head image is dark (below the head threshold) in a band between the dura and the inner
+    table behind the right parietal lobe; left as background it rendered as a black notch with a bright
+    rim in every skull-on case. Pockets are the background voxels a closing of the head fills that touch
+    the meninges (the face's open cavities do not touch them and stay as they are).
+    """
+    head = labels > 0
+    gap = ndi.binary_closing(head, structure=np.ones((3, 3, 3)), iterations=closing_mm) & ~head
+    lab, _ = ndi.label(gap, structure=np.ones((3, 3, 3)))
+    near_dura = ndi.binary_dilation(labels == ID["dura_meninges"], structure=np.ones((3, 3, 3)))
+    touching = np.unique(lab[near_dura & gap])
+    touching = touching[touching > 0]
+    labels[np.isin(lab, touching)] = ID["skull_bone"]
+    return len(touching)
+
+
 def distance_fields(labels):
     """Distance maps the generator needs, quantised to uint8 (decoding in wmhkit.synth.anatomy).
 
     d_vent: signed distance (mm) to the ventricles + choroid plexus, negative inside, stored as
-    (d + 30) * 2 clipped to 0..255; d_csf: distance (mm) from sulcal CSF or non-brain, stored as d * 4.
+    (d + 30) * 2 clipped to 0..255; d_csf: distance (mm) from sulcal CSF or non-brain, stored as d * 4;
+    d_skin: depth (mm) below the head's surface (0 outside), stored as d * 8 (the scalp's 0-31 mm).
     """
     vent = np.isin(labels, [ID["csf_lateral_ventricle"], ID["csf_third_fourth_ventricle"], ID["choroid_plexus"]])
     d_vent = ndi.distance_transform_edt(~vent) - ndi.distance_transform_edt(vent)
@@ -227,6 +247,7 @@ def distance_fields(labels):
     return {
         "d_vent": np.clip(np.rint((d_vent + 30.0) * 2.0), 0, 255).astype(np.uint8),
         "d_csf": np.clip(np.rint(d_csf * 4.0), 0, 255).astype(np.uint8),
+        "d_skin": np.clip(np.rint(ndi.distance_transform_edt(labels > 0) * 8.0), 0, 255).astype(np.uint8),
     }
 
 

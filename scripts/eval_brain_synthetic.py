@@ -4,7 +4,7 @@ Generates N cases of each acquisition profile with skull on (`wmhkit.synth`, see
 trained on seeds 0 and 1), runs the brain extractor on the FLAIR and the T1 of each on their native grid,
 and prints Dice, volumes and seconds at the model's threshold.
 
-With --calibrate it also scores the cut-offs 0.30-0.90 and reports the one with the best mean Dice;
+With --calibrate it also scores the cut-offs 0.30-0.99 and reports the one with the best mean Dice;
 --write stores that cut-off in the model file, which `wmhkit brainmask` then uses. Calibration uses
 synthetic heads only, never the real scans the model is compared on.
 
@@ -27,7 +27,7 @@ from wmhkit.metrics import dice
 from wmhkit.synth import generate_sample
 
 SEED = 99
-CUTOFFS = np.round(np.arange(0.30, 0.91, 0.05), 2)
+CUTOFFS = np.round(np.concatenate([np.arange(0.30, 0.91, 0.05), [0.925, 0.95, 0.975, 0.99]]), 3)
 
 
 def shipped_model_path() -> str:
@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", help="model file (default: the shipped one)")
     parser.add_argument("-n", type=int, default=6, help="cases per profile")
-    parser.add_argument("--calibrate", action="store_true", help="score cut-offs 0.30-0.90")
+    parser.add_argument("--calibrate", action="store_true", help="score cut-offs 0.30-0.99")
     parser.add_argument("--write", action="store_true", help="store the best cut-off in the model file")
     args = parser.parse_args()
     path = args.model or shipped_model_path()
@@ -69,12 +69,12 @@ def main() -> None:
     print(f"\nmean Dice {np.mean(scores):.3f}, min {np.min(scores):.3f} over {len(scores)} held-out synthetic images")
     if args.calibrate:
         means = np.mean(by_cutoff, axis=0)
-        print("cut-off: " + ", ".join(f"{c:.2f}={m:.3f}" for c, m in zip(CUTOFFS, means)))
+        print("cut-off: " + ", ".join(f"{c:g}={m:.3f}" for c, m in zip(CUTOFFS, means)))
         best = float(CUTOFFS[int(np.argmax(means))])
-        print(f"best cut-off {best:.2f} (mean Dice {means.max():.3f}, min {np.min(by_cutoff, axis=0)[int(np.argmax(means))]:.3f})")
+        print(f"best cut-off {best:g} (mean Dice {means.max():.3f}, min {np.min(by_cutoff, axis=0)[int(np.argmax(means))]:.3f})")
         if args.write:
             set_model_threshold(path, best)
-            print(f"wrote threshold {best:.2f} into {path}")
+            print(f"wrote threshold {best:g} into {path}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ STRIPPED_BRAIN_ML = (700.0, 2200.0)
 STRIPPED_ZERO_SHARE = 0.3
 # Models carry their own cut-off, calibrated on held-out synthetic heads (scripts/eval_brain_synthetic.py).
 DEFAULT_THRESHOLD = 0.5
+FOV_EDGE_PAD = 4  # working-grid voxels (12 mm) of edge-repeated slices above and below the scan
 
 
 @dataclass
@@ -85,11 +86,15 @@ def predict_probability(model: BrainFCN, image: np.ndarray, affine: np.ndarray) 
     canonical, c_affine, how = to_canonical(np.asarray(image, dtype=np.float32), affine)
     shape, w_affine = working_grid(canonical.shape, c_affine, WORKING_SPACING_MM)
     work = scale_intensities(resample(canonical, c_affine, shape, w_affine))
+    # Clinical 2D scans often stop mid-brain at the top or bottom. Zero padding there would look like
+    # the end of the head and the network would round the brain off; repeating the edge slices lets it
+    # continue the brain to the edge of the field of view (a whole-head scan repeats air or neck).
+    work = np.pad(work, ((0, 0), (0, 0), (FOV_EDGE_PAD, FOV_EDGE_PAD)), mode="edge")
     padded, crop = pad_to_multiple(work[None, None], model.divisor)
     model.eval()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(torch.from_numpy(padded))
-    prob = torch.sigmoid(logits.float())[0, 0].numpy()[crop]
+    prob = torch.sigmoid(logits.float())[0, 0].numpy()[crop][:, :, FOV_EDGE_PAD:-FOV_EDGE_PAD]
     native = resample(prob, w_affine, canonical.shape, c_affine, kind="linear")
     return from_canonical(native, how)
 

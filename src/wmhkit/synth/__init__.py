@@ -4,13 +4,15 @@
 all on the same output grid. Pipeline (see each module for details):
 
 1. geometry.sample_geometry : the output grid (clinical 2D axial, research 3D, or a training grid);
-2. anatomy.warp_atlas : the label atlas moved by a random affine and a smooth deformation onto an
-   axis-aligned working grid (1 mm by default), then anatomy.apply_atrophy with the "age" parameter;
+2. anatomy.warp_atlas : the label atlas moved by a random affine, a smooth and a gyral-scale
+   deformation onto an axis-aligned working grid (1 mm by default), with a sulcal-CSF partial-volume
+   fraction; then anatomy.apply_atrophy with the "age" parameter (and add_scalp_fat with a skull);
 3. lesions.make_lesions : a soft lesion-fraction map in white matter, load and pattern by severity;
 4. contrast.render : per-class intensities, lesions, distractors, bias field (working grid);
 5. geometry.blur_for_output + sample_to_output : slice profile / anti-aliasing blur and resampling to
    the output grid; lesion and brain fractions are resampled linearly and thresholded at 0.5 (a voxel
-   is lesion if at least half of it is); then Rician noise and, unless ``skull``, skull stripping.
+   is lesion if at least half of it is; the brain fraction is smoothed first, for a smooth mask edge);
+   then Rician noise and, unless ``skull``, skull stripping (0 outside the brain mask).
 
 Every random draw comes from one ``numpy.random.Generator`` seeded from (seed, index), so a sample is
 bit-identical for the same seed and index.
@@ -39,6 +41,8 @@ from wmhkit.synth.lesions import draw_severity, draw_target_ml, make_lesions
 __all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_names", "training_geometry"]
 
 RANDOM_CONTRAST_SHARE = 0.2
+# Smoothing of the brain mask's surface (Gaussian sigma, mm), see smooth_brain_fraction.
+BRAIN_EDGE_SIGMA_MM = 1.5
 
 
 @dataclass
@@ -123,14 +127,14 @@ def generate_sample(
     anat = warp_atlas(rng, work_aff, work_shape, spatial)
     atrophy = apply_atrophy(anat, age, rng, work_spacing_mm)
     if skull:
-        atrophy["scalp_fat_mm"] = add_scalp_fat(anat, rng, work_spacing_mm)
+        atrophy.update(add_scalp_fat(anat, rng, work_spacing_mm))
     severity = severity or draw_severity(rng, age)
     target_ml = draw_target_ml(rng, severity)
     frac, lesion_info = make_lesions(rng, anat, work_spacing_mm, severity, target_ml)
     contrast = draw_contrast(rng, random_contrast)
     flair_w, t1_w = render(rng, anat, frac, contrast, work_spacing_mm)
     brain_ids = [k for k, v in atlas.names.items() if k != 0 and v not in NONBRAIN_CLASSES]
-    brain_w = np.isin(anat.labels, brain_ids).astype(np.float32)
+    brain_w = smooth_brain_fraction(np.isin(anat.labels, brain_ids), work_spacing_mm)
 
     acquisition: dict = {}
     if train:
@@ -209,6 +213,7 @@ def generate_sample(
             "matrix": np.round(spatial["matrix"], 4).tolist(),
             "shift_mm": np.round(spatial["shift"], 2).tolist(),
             "deform_mm": round(spatial["deform_mm"], 3),
+            "fine_deform_mm": round(spatial["fine_deform_mm"], 3),
         },
         "acquisition": acquisition,
         "tissue_labels": {str(k): v for k, v in sorted(atlas.names.items())},
@@ -224,6 +229,19 @@ def generate_sample(
         affine=geom.affine.copy(),
         meta=meta,
     )
+
+
+def smooth_brain_fraction(brain: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Brain mask (working grid) as a smooth fraction whose 0.5 level is the exported mask's edge.
+
+    Thresholding the nearest-neighbour labels directly gives a ragged, blocky edge, which skull-stripped
+    images then show; real skull strippers give a smooth surface. Blurring over ~1.5 mm irons out the
+    voxel steps and bridges the sulcal openings narrower than that, and the output grid then samples the
+    edge at its own resolution.
+    """
+    from wmhkit.synth.fields import gaussian_blur
+
+    return gaussian_blur(brain.astype(np.float32), BRAIN_EDGE_SIGMA_MM / spacing_mm)
 
 
 def _rician(rng: np.random.Generator, img: np.ndarray, sigma: float, mask: np.ndarray | None = None) -> np.ndarray:

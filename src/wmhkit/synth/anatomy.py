@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 from wmhkit.synth.fields import smooth_noise_at, upsample
 
@@ -32,6 +33,9 @@ NONBRAIN_CLASSES = (
 )
 # The atlas point shown at the centre of the world grid: roughly the middle of the cerebrum.
 ATLAS_CENTRE_MM = np.array([0.0, -18.0, 12.0])
+# Partial volume of sulcal CSF (Gaussian sigma, mm, on the 1 mm atlas): Colin27's sulci are mostly one
+# voxel wide, so a real voxel there holds about half CSF, half cortex (a grey line on FLAIR, not black).
+SULCAL_PV_SIGMA_MM = 0.65
 
 
 @dataclass(frozen=True)
@@ -41,14 +45,17 @@ class Atlas:
     labels : uint8 (X, Y, Z), 1 mm
     affine : (4, 4) voxel -> MNI mm
     names : {id: name}
-    fields : float32 (2, X, Y, Z): signed distance (mm) to the lateral/third ventricles (negative
-        inside), and distance (mm) from sulcal CSF or the brain's outside (0 there).
+    fields : float32 (3, X, Y, Z): signed distance (mm) to the lateral/third ventricles (negative
+        inside), distance (mm) from sulcal CSF or the brain's outside (0 there), and depth (mm) below
+        the head's surface.
+    csf_frac : float32 (X, Y, Z) in [0, 1]: sulcal CSF partial-volume fraction (smoothed CSF mask)
     """
 
     labels: np.ndarray
     affine: np.ndarray
     names: dict[int, str]
     fields: np.ndarray
+    csf_frac: np.ndarray
 
     def ids(self, names) -> list[int]:
         inverse = {v: k for k, v in self.names.items()}
@@ -68,24 +75,30 @@ def load_atlas() -> Atlas:
     with np.load(ASSETS / "atlas_fields.npz") as npz:
         d_vent = npz["d_vent"].astype(np.float32) / 2.0 - 30.0
         d_csf = npz["d_csf"].astype(np.float32) / 4.0
-    fields = np.stack([d_vent, d_csf])
-    return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields)
+        d_skin = npz["d_skin"].astype(np.float32) / 8.0
+    fields = np.stack([d_vent, d_csf, d_skin])
+    sulcal = [k for k, v in names.items() if v == "csf_sulcal_extracerebral"][0]
+    csf_frac = ndi.gaussian_filter((labels == sulcal).astype(np.float32), SULCAL_PV_SIGMA_MM, truncate=3.0)
+    return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields, csf_frac=csf_frac)
 
 
 @lru_cache(maxsize=1)
 def _atlas_tensors():
     atlas = load_atlas()
-    # Labels and distance maps in one tensor: one nearest-neighbour grid_sample call fetches all three
+    # Labels and distance maps in one tensor: one nearest-neighbour grid_sample call fetches them all
     # (1 mm nearest is precise enough for the mm-scale thresholds applied to the distances).
-    stacked = np.concatenate([atlas.labels[None].astype(np.float32), atlas.fields])
-    return torch.from_numpy(stacked)[None]
+    # The CSF fraction rides along only to find where it is non-zero; it is then interpolated there
+    # (nearest sampling of one-voxel sulci on a rotated grid breaks them into dashes).
+    stacked = np.concatenate([atlas.labels[None].astype(np.float32), atlas.fields, atlas.csf_frac[None]])
+    return torch.from_numpy(stacked)[None], torch.from_numpy(atlas.csf_frac)[None, None]
 
 
 def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> dict:
     """Draw the random affine and deformation settings of one sample.
 
     Returns a dict: ``matrix`` (3, 3) world <- atlas linear part (rotation x scale x shear), ``shift``
-    (3,) mm, ``deform_mm`` (std of the displacement field), ``deform_spacing_mm`` (its smoothness).
+    (3,) mm, ``deform_mm`` (std of the displacement field), ``deform_spacing_mm`` (its smoothness), and
+    the same for a fine, gyral-scale component (``fine_deform_mm``, ``fine_spacing_mm``).
     """
     # Rotation: clinical scans are mostly aligned within a few degrees (SD 5 deg pitch about left-right,
     # 3 deg roll and in-plane yaw); a quarter of samples get wide rotations (+-15 deg pitch/roll, +-25 deg
@@ -108,6 +121,11 @@ def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> di
         "shift": rng.uniform(-6, 6, 3) * strength,
         "deform_mm": float(rng.uniform(0.5, 3.0) * strength),
         "deform_spacing_mm": float(rng.uniform(25, 45)),
+        # Gyral scale (wavelength ~2x the lattice spacing, 9-15 mm; at most ~2 mm): every case comes from
+        # one subject, and this bends its gyri differently each time. The std stays below ~1/4 of the
+        # spacing, so the map practically never folds.
+        "fine_deform_mm": float(rng.uniform(0.4, 1.1) * strength),
+        "fine_spacing_mm": float(rng.uniform(4.5, 7.5)),
     }
 
 
@@ -119,12 +137,16 @@ class WarpedAnatomy:
     d_vent : float32 (X, Y, Z) signed distance (mm) to the ventricles, negative inside
     d_csf : float32 (X, Y, Z) distance (mm) from sulcal CSF / outside of the brain
     atlas_y : float32 (X, Y, Z) atlas (MNI) anterior-posterior coordinate shown at each voxel (mm)
+    csf_frac : float32 (X, Y, Z) sulcal CSF partial-volume fraction in [0, 1] (trilinear)
+    d_skin : float32 (X, Y, Z) depth (mm, atlas) below the head's surface
     """
 
     labels: np.ndarray
     d_vent: np.ndarray
     d_csf: np.ndarray
     atlas_y: np.ndarray
+    csf_frac: np.ndarray
+    d_skin: np.ndarray
 
 
 def warp_atlas(
@@ -132,7 +154,7 @@ def warp_atlas(
 ) -> WarpedAnatomy:
     """Warp the atlas onto a working grid (``grid_affine``: voxel -> world mm, axis-aligned or not)."""
     atlas = load_atlas()
-    atlas_t = _atlas_tensors()
+    atlas_t, frac_t = _atlas_tensors()
     # Working voxel -> atlas voxel, linear part: inv(atlas) @ inv(world<-atlas) @ grid.
     world_from_atlas = np.eye(4)
     world_from_atlas[:3, :3] = params["matrix"]
@@ -143,13 +165,13 @@ def warp_atlas(
     norm = np.diag(np.r_[2.0 / (n_atlas - 1), 1.0])
     norm[:3, 3] = -1.0
     m = norm @ to_atlas_vox
-    # The sampling grid = affine map + smooth displacement. Both are built on a coarse lattice spanning
-    # the working grid corner to corner and upsampled trilinearly in one call: exact for the affine part
+    # The sampling grid = affine map + smooth displacement. Both are built on a lattice spanning the
+    # working grid corner to corner and upsampled trilinearly in one call: exact for the affine part
     # (trilinear interpolation reproduces linear functions), smooth for the displacement.
     spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
     extent = np.array(grid_shape) * spacing
-    lattice = tuple(int(max(2, np.ceil(e / params["deform_spacing_mm"]) + 1)) for e in extent)
-    disp = rng.standard_normal((3,) + lattice) * params["deform_mm"]  # atlas mm (= atlas voxels)
+    lattice = _lattice(extent, params.get("fine_spacing_mm", params["deform_spacing_mm"]))
+    disp = _displacement(rng, extent, lattice, params)  # atlas mm (= atlas voxels)
     pts = np.stack(np.meshgrid(*[np.linspace(0, n - 1, k) for n, k in zip(grid_shape, lattice)], indexing="ij"))
     coarse = np.einsum("ab,b...->a...", m[:3, :3], pts) + m[:3, 3, None, None, None]
     coarse += disp * (2.0 / (n_atlas - 1))[:, None, None, None]
@@ -158,14 +180,45 @@ def warp_atlas(
     grid = torch.from_numpy(full).permute(1, 2, 3, 0)[None]
     # Outside the atlas everything reads 0 (background; distances there are never used).
     sampled = F.grid_sample(atlas_t, grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
-    labels, fields = sampled[0], sampled[1:]
+    labels, fields = sampled[0], sampled[1:4]
+    csf_frac = _interpolate_where_nonzero(frac_t, grid, sampled[4])
     atlas_y = (full[1] + 1.0) * (n_atlas[1] - 1) / 2.0 * atlas.affine[1, 1] + atlas.affine[1, 3]
     return WarpedAnatomy(
         labels=labels.numpy().astype(np.uint8),
         d_vent=fields[0].numpy(),
         d_csf=fields[1].numpy(),
         atlas_y=atlas_y.astype(np.float32),
+        csf_frac=csf_frac.numpy(),
+        d_skin=fields[2].numpy(),
     )
+
+
+def _interpolate_where_nonzero(volume: torch.Tensor, grid: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of ``volume`` (1, 1, ...) at ``grid``, computed only where the nearest-neighbour
+    sample ``nearest`` is non-zero (0 elsewhere): sulcal CSF touches ~10 % of a grid, and a full
+    trilinear pass costs as much as the whole nearest-neighbour warp."""
+    out = torch.zeros(nearest.numel(), dtype=torch.float32)
+    idx = torch.nonzero(nearest.reshape(-1) > 0.0).reshape(-1)
+    if idx.numel():
+        pts = grid.reshape(-1, 3)[idx].reshape(1, 1, 1, -1, 3)
+        out[idx] = F.grid_sample(volume, pts, mode="bilinear", padding_mode="zeros", align_corners=True).reshape(-1)
+    return out.reshape(nearest.shape)
+
+
+def _lattice(extent_mm: np.ndarray, spacing_mm: float) -> tuple[int, ...]:
+    """Points per axis of a lattice at ``spacing_mm`` spanning ``extent_mm`` (at least 2)."""
+    return tuple(int(max(2, np.ceil(e / spacing_mm) + 1)) for e in extent_mm)
+
+
+def _displacement(
+    rng: np.random.Generator, extent_mm: np.ndarray, lattice: tuple[int, ...], params: dict
+) -> np.ndarray:
+    """(3, *lattice) displacement (mm): the smooth brain-scale field plus the gyral-scale one."""
+    coarse = _lattice(extent_mm, params["deform_spacing_mm"])
+    disp = upsample((rng.standard_normal((3,) + coarse) * params["deform_mm"]).astype(np.float32), lattice)
+    if params.get("fine_deform_mm", 0.0) > 0:
+        disp += rng.standard_normal((3,) + lattice).astype(np.float32) * params["fine_deform_mm"]
+    return disp.astype(np.float64)
 
 
 def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:
@@ -174,7 +227,8 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     * Ventricles grow by up to ~4 mm (``4 * atrophy ** 1.5``: mostly in 'old' samples) into the
       surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow).
     * Cortex within ``1.2 * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
-      irregular pial surface), becomes CSF (wider sulci, thinner ribbon).
+      irregular pial surface), becomes CSF (wider sulci, thinner ribbon); the sulcal CSF fraction
+      follows as a partial volume.
     The cortex itself needs no synthetic folding: the atlas brain is a single real subject (Colin27)
     with thin sulci, so atrophy only widens them.
 
@@ -198,37 +252,35 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     # d_csf is 1 mm on the outermost cortical layer.
     depth = thin_c + 0.5 * smooth_noise_at(rng, shape, 2.5 / spacing_mm, cortex_idx)
     flat[cortex_idx[d <= depth]] = sulcal
+    # The same thinning as a partial volume: a voxel half inside the new CSF is half CSF.
+    frac = anat.csf_frac.reshape(-1)
+    frac[cortex_idx] = np.maximum(frac[cortex_idx], np.clip(depth - d + 0.5, 0.0, 1.0))
     anat.d_csf -= thin_c
     return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c}
 
 
-def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> float:
-    """Make the outermost 1.5-4 mm of the head's soft tissue subcutaneous fat, in place.
+def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:
+    """Thin the scalp and give it a subcutaneous fat layer, in place; returns the thicknesses (mm).
 
-    The atlas scalp is mostly one thick soft-tissue class; on a real FLAIR the scalp shows a thin
-    bright fat layer outside the muscle/galea and the dark bone. Peels layers of soft tissue touching
-    the background (6-neighbour steps). Returns the thickness used (mm).
+    The Colin27 scalp is thick (muscle, fat and muscle again over 8-10 mm) and the same in every case;
+    clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
+    layer outside the muscle/galea and the dark bone. So: the outer 1-5 mm of soft tissue becomes
+    background, then the outermost 1.5-4 mm of what is left of it becomes fat, both thicknesses varying by
+    +-30 % over ~20 mm. Depths come from the atlas's distance map (smooth surfaces, unlike peeling
+    voxel layers, which leaves a staircase that the bright fat shows).
     """
     atlas = load_atlas()
-    thickness = float(rng.uniform(1.5, 4.0))
-    steps = max(1, int(round(thickness / spacing_mm)))
+    thinning = float(rng.uniform(1.0, 5.0))
+    fat_mm = float(rng.uniform(1.5, 4.0))
     flat = anat.labels.reshape(-1)
-    shape = anat.labels.shape
-    soft = atlas.ids(("muscle_soft_tissue", "skull_marrow", "skull_bone"))
-    idx = np.flatnonzero(np.isin(flat, soft))
-    if idx.size == 0:
-        return thickness
-    fat = atlas.id("scalp_fat")
-    # New fat is marked 255 while peeling, so that layers grow from the background inwards only.
-    outside = np.zeros(256, bool)
-    outside[[0, 255]] = True
-    strides = np.cumprod((1,) + shape[:0:-1])[::-1]
-    for _ in range(steps):
-        touch = np.zeros(idx.size, bool)
-        for stride in strides:
-            for sign in (-1, 1):
-                touch |= outside[flat[np.clip(idx + sign * int(stride), 0, flat.size - 1)]]
-        flat[idx[touch]] = 255
-        idx = idx[~touch]
-    flat[flat == 255] = fat
-    return thickness
+    idx = np.flatnonzero((anat.d_skin.reshape(-1) < 1.4 * (thinning + fat_mm) + 1.0) & (flat > 0))
+    depth = anat.d_skin.reshape(-1)[idx]
+    vary = np.clip(smooth_noise_at(rng, anat.labels.shape, 20.0 / spacing_mm, idx), -1.0, 1.0)
+    cut = thinning * (1.0 + 0.3 * vary)
+    labels = flat[idx]
+    # Only soft tissue: where the scalp is thin (forehead) the fat layer is thin too, the bone stays.
+    scalp = np.isin(labels, atlas.ids(("muscle_soft_tissue", "scalp_fat")))
+    labels[scalp & (depth < cut + fat_mm * (1.0 + 0.3 * vary))] = atlas.id("scalp_fat")
+    labels[scalp & (depth < cut)] = 0
+    flat[idx] = labels
+    return {"scalp_thinning_mm": thinning, "scalp_fat_mm": fat_mm}

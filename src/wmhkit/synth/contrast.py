@@ -13,6 +13,16 @@ import numpy as np
 from wmhkit.synth.anatomy import CORTEX_CLASSES, VENTRICLE_CLASSES, WM_CLASSES, WarpedAnatomy, load_atlas
 from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at
 
+# Bias field (std of the log gain at a ~60 mm scale): realistic cases stay within what a head coil
+# with vendor intensity correction leaves (about +-25 % across the head); random-contrast cases get up
+# to twice that (augmentation).
+BIAS_SIGMA_MAX = 0.12
+BIAS_SIGMA_MAX_RANDOM = 0.3
+# Tissue that shares voxels with sulcal CSF (partial volume): the cortex and what lies under it.
+PV_CLASSES = CORTEX_CLASSES + WM_CLASSES + (
+    "csf_sulcal_extracerebral", "cerebellum_gm", "cerebellum_wm", "brainstem",
+)
+
 # name: (group, (FLAIR low, high), (T1 low, high)). Classes of one group share a drawn mean and differ
 # from it by a few percent, so that intensities vary inside a tissue without breaking its ordering.
 CLASS_RANGES = {
@@ -22,22 +32,25 @@ CLASS_RANGES = {
     "wm_periventricular": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_deep": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_juxtacortical": ("wm", (1.0, 1.0), (1.0, 1.0)),
-    "gm_cortex_frontal": ("gm", (1.06, 1.28), (0.55, 0.8)),
-    "gm_cortex_parietooccipital": ("gm", (1.06, 1.28), (0.55, 0.8)),
-    "gm_cortex_temporal": ("gm", (1.06, 1.28), (0.55, 0.8)),
+    # Real FLAIRs show the cortex as a clearly brighter ribbon; on the thin Colin27 cortex (partial volume
+    # with CSF, see render) 1.1-1.35 x WM reads like them.
+    "gm_cortex_frontal": ("gm", (1.1, 1.35), (0.55, 0.8)),
+    "gm_cortex_parietooccipital": ("gm", (1.1, 1.35), (0.55, 0.8)),
+    "gm_cortex_temporal": ("gm", (1.1, 1.35), (0.55, 0.8)),
     "gm_deep_striatum": ("dgm", (1.02, 1.2), (0.7, 0.88)),
     "gm_deep_thalamus": ("dgm", (0.98, 1.15), (0.75, 0.92)),
     "csf_lateral_ventricle": ("csf", (0.06, 0.35), (0.08, 0.3)),
     "csf_third_fourth_ventricle": ("csf", (0.08, 0.4), (0.08, 0.3)),
     "csf_sulcal_extracerebral": ("csf", (0.06, 0.35), (0.1, 0.35)),
-    "cerebellum_gm": ("gm", (1.06, 1.28), (0.6, 0.8)),
+    "cerebellum_gm": ("gm", (1.1, 1.35), (0.6, 0.8)),
     "cerebellum_wm": ("wm", (0.95, 1.08), (0.92, 1.0)),
     "brainstem": ("wm", (1.0, 1.25), (0.85, 1.0)),
     "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
     "choroid_plexus": ("choroid", (0.3, 1.6), (0.3, 0.8)),
     "skull_bone": ("bone", (0.02, 0.12), (0.02, 0.15)),
     "skull_marrow": ("marrow", (0.35, 1.2), (0.8, 1.5)),
-    "scalp_fat": ("fat", (1.2, 2.4), (1.2, 1.9)),
+    # Scalp fat: bright, but on clinical FLAIRs about as bright as the cortex, rarely twice WM.
+    "scalp_fat": ("fat", (0.8, 1.8), (1.2, 1.9)),
     "muscle_soft_tissue": ("muscle", (0.4, 0.8), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.5), (0.05, 0.3)),
     "orbital_fat": ("fat", (0.8, 2.0), (1.1, 1.8)),
@@ -75,6 +88,11 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
                 mean[k] = group_mean[group] * rng.uniform(0.96, 1.04)
             else:
                 mean[k] = rng.uniform(lo, hi)
+        if not random_contrast and modality == "flair":
+            # Sulcal and convexity CSF is often less suppressed than ventricular CSF on FLAIR (inflow,
+            # partial volume within the slice).
+            sulcal = [k for k, v in names.items() if v == "csf_sulcal_extracerebral"][0]
+            mean[sulcal] *= rng.uniform(1.0, 1.3)
         if not random_contrast and modality == "flair" and rng.random() < 0.08:
             # Bright cortex ribbon: some FLAIRs show GM much brighter than WM (a distractor).
             for name in CORTEX_CLASSES:
@@ -102,7 +120,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
     out["jc_gradient"] = float(rng.uniform(-0.04, 0.06))
     # Thin bright ependymal lining of the ventricles (~1 mm): normal on FLAIR, not WMH.
     out["ependymal_rim"] = float(rng.uniform(0.05, 0.3) if rng.random() < 0.4 else 0.0)
-    out["bias_sigma"] = float(rng.uniform(0.0, 0.3))
+    out["bias_sigma"] = float(rng.uniform(0.0, BIAS_SIGMA_MAX_RANDOM if random_contrast else BIAS_SIGMA_MAX))
     out["flow_artefact"] = float(rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0)
     out["vessels"] = int(rng.integers(5, 40) if rng.random() < 0.5 else 0)
     return out
@@ -148,6 +166,7 @@ def render(
     if dgm_box is not None:
         dgm_tissue = np.isin(labels[dgm_box], dgm_ids + atlas.ids(WM_CLASSES))
     bias = np.exp(contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2))
+    pv_idx, pv_frac, pv_is_csf = _sulcal_partial_volume(anat)
     images = []
     for m, modality in enumerate(("flair", "t1")):
         mean = contrast[f"{modality}_mean"]
@@ -163,6 +182,11 @@ def render(
         img += std[labels] * rng.standard_normal(shape, dtype=np.float32)
         flat = img.reshape(-1)
         flat[wm_idx] *= 1.0 + (wm_gradient if modality == "flair" else -0.5 * wm_gradient)
+        if pv_idx.size:
+            # A CSF-labelled voxel's other share is cortex (sulci lie between cortical banks).
+            gm_level = mean[atlas.id("gm_cortex_frontal")]
+            tissue = np.where(pv_is_csf, gm_level, flat[pv_idx])
+            flat[pv_idx] = tissue + pv_frac * (mean[atlas.id("csf_sulcal_extracerebral")] - tissue)
         if texture is not None:
             img *= texture
         if modality == "flair" and contrast["flow_artefact"] > 0:
@@ -171,9 +195,12 @@ def render(
             blobs = np.clip(smooth_noise_at(rng, shape, 5.0 / spacing_mm, csf_idx) - 1.2, 0.0, None)
             flat[csf_idx] += blobs * contrast["flow_artefact"]
         if vessels is not None:
-            # Vessels in the sulci: flow voids (dark) or slow-flow hyperintensity (bright).
+            # Vessels in the sulci: flow voids (dark) or slow-flow hyperintensity (bright). They are about
+            # a voxel wide, so they only take part of it (fully dark voxels read as dashed black sulci).
             level = rng.uniform(0.05, 0.4) if rng.random() < 0.6 else rng.uniform(0.9, 1.5)
-            flat[vessels] = level * (1.0 + 0.05 * het_at[np.searchsorted(het_idx, vessels)])
+            share = rng.uniform(0.3, 0.7)
+            vessel = level * (1.0 + 0.05 * het_at[np.searchsorted(het_idx, vessels)])
+            flat[vessels] += share * (vessel - flat[vessels])
         if les_idx.size:
             h = het_at[np.searchsorted(het_idx, les_idx)]
             if modality == "flair":
@@ -188,6 +215,18 @@ def render(
         np.clip(img, 0.0, None, out=img)
         images.append(img.astype(np.float32, copy=False))
     return images[0], images[1]
+
+
+def _sulcal_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of voxels that share their volume with sulcal CSF, that share, and which are
+    CSF-labelled. Rendering mixes their intensity towards CSF by the share instead of the label's hard
+    class: thin sulci become soft grey lines and the pial surface is smooth, as on a real FLAIR."""
+    atlas = load_atlas()
+    frac = anat.csf_frac.reshape(-1)
+    idx = np.flatnonzero(frac > 0.02)
+    idx = idx[np.isin(anat.labels.reshape(-1)[idx], atlas.ids(PV_CLASSES))]
+    is_csf = anat.labels.reshape(-1)[idx] == atlas.id("csf_sulcal_extracerebral")
+    return idx, np.clip(frac[idx], 0.0, 1.0), is_csf
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:

@@ -1,0 +1,135 @@
+"""Tests of the realism details of `wmhkit.synth`: atlas repairs, partial volume, smooth brain edge,
+bias cap, scalp thinning and the gyral-scale deformation (each could silently regress)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from wmhkit import synth
+from wmhkit.synth import generate_sample, sample_rng
+from wmhkit.synth.anatomy import (
+    NONBRAIN_CLASSES,
+    add_scalp_fat,
+    load_atlas,
+    random_spatial_params,
+    warp_atlas,
+)
+from wmhkit.synth.contrast import BIAS_SIGMA_MAX, BIAS_SIGMA_MAX_RANDOM, draw_contrast
+
+# A 1 mm training grid over the middle of the brain: real sulcal scale, ~1 s a case.
+MID = dict(profile="train", work_spacing_mm=1.0, train_shape=(96, 112, 80))
+
+
+def test_atlas_has_no_background_pockets_under_the_skull():
+    # Colin27 left a background band between the dura and the bone behind the right parietal lobe
+    # (a black notch in every skull-on case); the atlas build fills such pockets with bone.
+    atlas = load_atlas()
+    head = atlas.labels > 0
+    gap = ndi.binary_closing(head, structure=np.ones((3, 3, 3)), iterations=4) & ~head
+    near_dura = ndi.binary_dilation(atlas.labels == atlas.id("dura_meninges"), structure=np.ones((3, 3, 3)))
+    assert not (gap & near_dura).any()
+
+
+def test_sulcal_csf_fraction_is_soft_and_follows_the_labels():
+    atlas = load_atlas()
+    assert 0.0 <= atlas.csf_frac.min() and atlas.csf_frac.max() <= 1.0
+    rng = sample_rng(3)
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    sulcal = anat.labels == atlas.id("csf_sulcal_extracerebral")
+    wm = np.isin(anat.labels, atlas.ids(("wm_deep",)))
+    # Thin sulci are partly cortex: the fraction there is between the pure classes, not 0/1.
+    assert 0.35 < np.median(anat.csf_frac[sulcal]) < 0.95
+    assert np.median(anat.csf_frac[wm]) < 0.02
+
+
+def test_thin_sulci_render_grey_not_as_dark_as_ventricles():
+    ratios = []
+    for seed in range(8):
+        s = generate_sample(seed, **MID)
+        if s.meta["random_contrast"]:
+            continue
+        names = {v: int(k) for k, v in s.meta["tissue_labels"].items()}
+        sulcal = s.tissue == names["csf_sulcal_extracerebral"]
+        vent = s.tissue == names["csf_lateral_ventricle"]
+        wm = np.isin(s.tissue, s.meta["wm_labels"]) & (s.wmh == 0)
+        sulcal_level = np.median(s.flair[sulcal]) / np.median(s.flair[wm])
+        vent_level = np.median(s.flair[vent]) / np.median(s.flair[wm])
+        ratios.append(sulcal_level / vent_level)
+        # Still CSF: darker than white matter.
+        assert sulcal_level < 0.95
+    assert len(ratios) >= 4
+    assert min(ratios) > 1.5
+
+
+@pytest.mark.parametrize("profile,seed,roughness", [("clinical2d", 21, 0.045), ("research3d", 22, 0.25)])
+def test_stripped_image_is_zero_outside_a_smooth_brain_mask(profile, seed, roughness):
+    s = generate_sample(seed, profile, work_spacing_mm=1.0, severity="mild")
+    mask = s.brainmask > 0
+    assert not s.flair[~mask].any() and not s.t1[~mask].any()
+    assert not (s.wmh.astype(bool) & ~mask).any()
+    # Smooth edge: a ~3 mm majority (median) filter changes few voxels per surface voxel. The mask of
+    # the labels' nearest-neighbour voxels (no smoothing) gives about 3x these numbers (0.086 and 0.35).
+    spacing = np.asarray(s.meta["voxel_size_mm"])
+    size = [max(3, 2 * int(round(1.5 / sp)) + 1) for sp in spacing]
+    if s.meta["slice_axis"] is not None:
+        size[s.meta["slice_axis"]] = 1
+    majority = ndi.median_filter(mask.astype(np.uint8), size=size) > 0
+    surface = mask & ~ndi.binary_erosion(mask)
+    assert (mask != majority).sum() / surface.sum() < roughness
+
+
+def test_brain_mask_smoothing_bridges_one_voxel_notches():
+    cube = np.zeros((30, 30, 30), bool)
+    cube[5:25, 5:25, 5:25] = True
+    cube[14, 5:25, 5:10] = False  # a thin cleft into the surface
+    smooth = synth.smooth_brain_fraction(cube, 1.0) >= 0.5
+    assert smooth[14, 15, 6] and smooth[15, 15, 15]
+    assert not smooth[2, 15, 15]
+
+
+def test_bias_field_is_capped_for_realistic_contrast():
+    rng = sample_rng(0)
+    realistic = [draw_contrast(rng, False)["bias_sigma"] for _ in range(300)]
+    randomised = [draw_contrast(rng, True)["bias_sigma"] for _ in range(300)]
+    assert max(realistic) <= BIAS_SIGMA_MAX < max(randomised) <= BIAS_SIGMA_MAX_RANDOM
+
+
+def test_scalp_thinning_only_removes_outer_soft_tissue():
+    atlas = load_atlas()
+    rng = sample_rng(5)
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-100.0, -125.0, -60.0]
+    anat = warp_atlas(rng, grid, (200, 250, 150), random_spatial_params(rng))
+    before = anat.labels.copy()
+    amounts = add_scalp_fat(anat, rng)
+    changed = before != anat.labels
+    soft = atlas.ids(("muscle_soft_tissue", "scalp_fat"))
+    assert changed.any() and np.isin(before[changed], soft).all()
+    assert np.isin(anat.labels[changed], [0, atlas.id("scalp_fat")]).all()
+    # Thinner head: soft tissue became background (the outermost 1 mm of this grid's scalp is ~30 ml).
+    removed_ml = ((anat.labels == 0) & (before > 0)).sum() / 1000.0
+    assert removed_ml > 8 * (amounts["scalp_thinning_mm"] - 0.5)
+    assert (anat.labels == atlas.id("scalp_fat")).sum() > (before == atlas.id("scalp_fat")).sum()
+    # Nothing inside the skull changes.
+    brain = ~np.isin(before, [0] + atlas.ids(NONBRAIN_CLASSES))
+    assert not (changed & brain).any()
+
+
+def test_gyral_scale_deformation_moves_cortex_but_keeps_volumes():
+    atlas = load_atlas()
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    params = random_spatial_params(sample_rng(7))
+    params["fine_deform_mm"] = 1.1
+    flat = dict(params, fine_deform_mm=0.0)
+    a = warp_atlas(sample_rng(8), grid, (96, 112, 80), params).labels
+    b = warp_atlas(sample_rng(8), grid, (96, 112, 80), flat).labels
+    cortex = np.isin(b, atlas.ids(("gm_cortex_frontal", "gm_cortex_parietooccipital")))
+    assert (a[cortex] != b[cortex]).mean() > 0.15
+    for name in ("wm_deep", "gm_cortex_frontal", "csf_lateral_ventricle"):
+        va, vb = (a == atlas.id(name)).sum(), (b == atlas.id(name)).sum()
+        assert abs(va - vb) / vb < 0.05, name
