@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/evaluate_speed.py
 	$(PY) bench/synth_speed.py
+	OMP_NUM_THREADS=1 $(PY) bench/augment_speed.py
 	$(PY) bench/preprocess_speed.py
 
 clean:

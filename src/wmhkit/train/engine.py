@@ -395,6 +395,8 @@ class RunLog:
     def step(self, step: int, loss: float, lr: float, seconds: float) -> None:
         if self.steps_file:
             self.steps_file.write(f"{step},{loss:.5f},{lr:.6g},{seconds:.3f}\n")
+            if step % 25 == 0:  # so that a long run can be followed with tail -f
+                self.steps_file.flush()
 
     def validation(self, step: int, scores: dict) -> None:
         path = self.out / "metrics.csv"
