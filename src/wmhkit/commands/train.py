@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--config", help="TOML config (default: built-in defaults)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--init", help="start from these weights (checkpoint, model file or VGG-16 state dict)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly; the config stored in the run is used (--config, --set and the config shorthands are ignored)")
     parser.add_argument("--stop-at", type=int, help="stop after this step (continue later with --resume)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config key (value in TOML syntax); repeatable")
