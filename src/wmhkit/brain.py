@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from wmhkit.io import save_torch
 from wmhkit.models.msfcn import BrainFCN
 from wmhkit.preprocess import from_canonical, resample, to_canonical, working_grid
 
@@ -132,7 +133,7 @@ def extract_brain(
 def save_brain_model(model: BrainFCN, path: str | Path, info: dict | None = None) -> None:
     """Weights (bf16 halves the file; inference runs in bf16 anyway) plus the architecture."""
     state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    torch.save({"config": model.config, "state_dict": state, "info": info or {}}, str(path))
+    save_torch({"config": model.config, "state_dict": state, "info": info or {}}, path)
 
 
 def load_brain_model_file(path: str | Path) -> BrainFCN:
@@ -147,9 +148,7 @@ def set_model_threshold(path: str | Path, threshold: float) -> None:
     """Record a calibrated probability cut-off in a saved brain model file (atomically)."""
     payload = torch.load(str(path), map_location="cpu", weights_only=True)
     payload.setdefault("info", {})["threshold"] = float(threshold)
-    tmp = Path(str(path) + ".part")
-    torch.save(payload, str(tmp))
-    tmp.replace(path)
+    save_torch(payload, path)
 
 
 @lru_cache(maxsize=1)

@@ -305,6 +305,15 @@ def write_json(path: str | os.PathLike, obj: Any, *, force: bool = False) -> Pat
     return write_text(path, json.dumps(json_ready(obj), indent=2) + "\n", force=force)
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """Atomically ``torch.save`` ``obj`` (checkpoints, model files): a stopped run never leaves half a file."""
+    import torch
+
+    path = Path(path)
+    _atomic(path, ".pt", lambda tmp: torch.save(obj, tmp))
+    return path
+
+
 def json_ready(obj: Any) -> Any:
     """``obj`` with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
     if isinstance(obj, float) and not np.isfinite(obj):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from wmhkit.io import save_torch
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, config: dict, rng: np.random.Generator) -> None:
@@ -19,9 +20,7 @@ def save_checkpoint(path: Path, model, optimizer, step: int, config: dict, rng: 
         "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, str(tmp))
-    os.replace(tmp, path)
+    save_torch(payload, path)
 
 
 def load_checkpoint(path: Path, model, optimizer, rng: np.random.Generator) -> tuple[int, dict]:

@@ -30,6 +30,7 @@ import torch
 from torch import distributed as dist
 from tqdm import tqdm
 
+from wmhkit.io import save_torch
 from wmhkit.models import build_model, network_dims, rebuild_model
 from wmhkit.train.losses import segmentation_loss
 
@@ -173,9 +174,7 @@ def export_model(path: Path, model: torch.nn.Module, config: dict, info: dict) -
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "info": info,
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, str(tmp))
-    os.replace(tmp, path)
+    save_torch(payload, path)
 
 
 def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -378,9 +377,7 @@ def _save_state(path: Path, model, optimizer, step: int, best: float, config: di
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
         "config": config, "data": description, "git": git_hash(), "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, str(tmp))
-    os.replace(tmp, path)
+    save_torch(payload, path)
 
 
 class RunLog:
