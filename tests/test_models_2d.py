@@ -216,9 +216,22 @@ def test_sidefcn_learns_toy_square():
     assert after < 0.75 * before
 
 
-def test_sidefcn_rebuild_from_config():
+def test_sidefcn_batchnorm_option_keeps_the_vgg_convs():
+    model = SideFCN(width=1.0, norm="batch")
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 10
+    state = vgg16_state_dict()
+    load_vgg16_features(model, state)
+    assert torch.equal(model.stages[3].convs[2].weight, state["features.21.weight"])
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2, 32, 32)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in SideFCN(width=0.125).modules())
+    with pytest.raises(ValueError, match="norm"):
+        SideFCN(norm="instance")
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_sidefcn_rebuild_from_config(norm):
     torch.manual_seed(0)
-    model = SideFCN(width=0.125, k_side=4).eval()
+    model = SideFCN(width=0.125, k_side=4, norm=norm).eval()
     rebuilt = SideFCN(**model.config).eval()
     rebuilt.load_state_dict(model.state_dict())
     x = torch.randn(1, 3, 32, 32)

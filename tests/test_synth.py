@@ -23,7 +23,7 @@ from wmhkit.synth.geometry import (
     RESEARCH_SPACING_MM,
     sample_geometry,
 )
-from wmhkit.synth.lesions import load_library
+from wmhkit.synth.lesions import HELD_OUT_PATIENTS, load_library
 
 FAST = dict(profile="train", work_spacing_mm=2.5, train_shape=(64, 80, 64))
 ARRAYS = ("flair", "t1", "wmh", "brainmask", "tissue")
@@ -99,6 +99,22 @@ def test_lesion_free_and_lesional_samples_both_occur():
     volumes = sorted(m["lesion_volume_ml"] for m in loads)
     assert volumes[len(volumes) // 2] < 10
     assert volumes[len(volumes) // 4] < 1 and volumes[-1] > 15
+
+
+def test_validation_patients_never_lend_lesions_and_others_do():
+    used = set()
+    for seed in range(6):
+        used |= set(generate_sample(seed, severity="severe", **FAST).meta["lesion_real_patients"])
+    assert used, "severe samples should paste real lesion components"
+    assert not used & set(HELD_OUT_PATIENTS)
+
+
+def test_random_contrast_share_is_obeyed_without_changing_the_anatomy():
+    plain = generate_sample(3, random_contrast_share=0.0, **FAST)
+    random = generate_sample(3, random_contrast_share=1.0, **FAST)
+    assert plain.meta["random_contrast"] is False and random.meta["random_contrast"] is True
+    np.testing.assert_array_equal(plain.wmh, random.wmh)
+    assert not np.allclose(plain.flair, random.flair)
 
 
 def test_skull_flag_keeps_non_brain_tissue():

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from wmhkit.train.config import ConfigError, load_config
 from wmhkit.train.engine import learning_rate, load_exported, train
-from wmhkit.train.losses import binary_logits, segmentation_loss
+from wmhkit.train.losses import binary_logits, segmentation_loss, soft_dice_loss
 
 SPACING = (1.0, 1.0, 3.0)
 
@@ -119,6 +119,22 @@ def test_two_class_logits_give_the_softmax_cross_entropy():
     assert F.binary_cross_entropy_with_logits(binary_logits(logits), target).item() == pytest.approx(softmax_ce.item(), rel=1e-5)
     deep = segmentation_loss([logits, logits[:, :, ::2, ::2]], target, {"name": "tversky", "deep_supervision": [1, 0.5]})
     assert torch.isfinite(deep)
+
+
+def test_batch_dice_pools_the_batch_and_per_sample_dice_averages():
+    # Sample 0: a confident hit; sample 1: empty target, a false alarm over 4 of 16 pixels.
+    logits = torch.full((2, 1, 4, 4), -20.0)
+    target = torch.zeros(2, 1, 4, 4)
+    logits[0, 0, :2, :2] = 20.0
+    target[0, 0, :2, :2] = 1.0
+    logits[1, 0, 2:, 2:] = 20.0
+    per_sample = soft_dice_loss(logits, target, eps=1.0).item()
+    pooled = soft_dice_loss(logits, target, eps=1.0, batch=True).item()
+    assert per_sample == pytest.approx(((1 - 9 / 9) + (1 - 1 / 5)) / 2, abs=1e-4)
+    assert pooled == pytest.approx(1 - 9 / 13, abs=1e-4)
+    with_option = segmentation_loss(logits, target, {"name": "dice_bce", "batch_dice": True})
+    without = segmentation_loss(logits, target, {"name": "dice_bce", "batch_dice": False})
+    assert with_option.item() - without.item() == pytest.approx(pooled - per_sample, abs=1e-4)
 
 
 def test_training_lowers_the_loss_and_exports(tmp_path, tiny_data):

@@ -94,6 +94,7 @@ def generate_sample(
     work_spacing_mm: float = 1.0,
     train_shape: tuple[int, int, int] = (128, 160, 128),
     severity: str | None = None,
+    random_contrast_share: float = RANDOM_CONTRAST_SHARE,
 ) -> SynthSample:
     """Generate one case.
 
@@ -106,6 +107,8 @@ def generate_sample(
     skull : keep skull, scalp, eyes and neck; otherwise everything outside the brain mask is 0
     work_spacing_mm : working-grid voxel size; 1 mm for realistic output, 2 mm for fast tests
     severity : force a lesion load category ('none', 'mild', 'moderate', 'severe'); None draws it
+    random_contrast_share : probability of fully random tissue contrasts instead of FLAIR/T1-like ones
+        (the same random draw is made whatever the value, so other settings of a seed stay comparable)
     """
     seed = None
     if isinstance(rng_or_seed, np.random.Generator):
@@ -117,7 +120,7 @@ def generate_sample(
     train = profile == "train"
     geom = training_geometry(rng, train_shape, work_spacing_mm) if train else sample_geometry(rng, profile)
     age = float(rng.uniform(0.0, 1.0))
-    random_contrast = bool(rng.random() < RANDOM_CONTRAST_SHARE)
+    random_contrast = bool(rng.random() < random_contrast_share)
     spatial = random_spatial_params(rng)
 
     if train:

@@ -29,6 +29,10 @@ from wmhkit.synth.fields import smooth_noise
 SEVERITIES = ("none", "mild", "moderate", "severe")
 # Target lesion load (ml) per category: log-uniform within the range.
 LOAD_RANGE_ML = {"none": (0.0, 0.0), "mild": (0.05, 3.0), "moderate": (3.0, 15.0), "severe": (15.0, 80.0)}
+# The 3 labeled open MS cases (Lesjak et al. patients 07, 19, 26) validate every network trained on
+# synthesis; their consensus masks are also among the 30 lesion masks, so their components are never
+# pasted into synthetic brains (the validation would otherwise have seen its own lesion shapes).
+HELD_OUT_PATIENTS = (7, 19, 26)
 # MNI y (mm) of the middle of the lateral ventricles; caps sit at both ends.
 VENTRICLE_MID_Y = -15.0
 
@@ -242,12 +246,13 @@ def _real_components(rng, anat: WarpedAnatomy, wm, spacing, budget_vox, frac) ->
     blo, bhi = idx.min(0), idx.max(0)
     vox_mm3 = spacing**3
     sizes_vox = lib["voxels"] / vox_mm3  # component sizes in working voxels
+    usable = ~np.isin(lib["patient"], HELD_OUT_PATIENTS)
     patients: list[int] = []
     used, tries = 0.0, 0
     while used < budget_vox * 0.9 and tries < 400:
         tries += 1
         remaining = budget_vox - used
-        ok = np.flatnonzero(sizes_vox <= max(remaining * 1.3, 3.0))
+        ok = np.flatnonzero(usable & (sizes_vox <= max(remaining * 1.3, 3.0)))
         if ok.size == 0:
             break
         # Large remaining budgets favour large components, so severe loads are reached in few pastes.

@@ -22,6 +22,8 @@ DEFAULTS: dict[str, dict] = {
         "synthetic_cases": 60,
         "synthetic_profile": "mixed",
         "synthetic_seed": 1000,
+        # Share of synthetic cases with fully random tissue contrasts (None: the generator's default).
+        "synthetic_random_contrast": None,
         "real": [],  # labeled folders (challenge layout, BIDS, open_ms labeled_mni)
         "lesion_fraction": 0.6,
         # Checkpoint selection set ("synthetic:N" = N held-out synthetic cases, or folders) and a test
@@ -36,6 +38,7 @@ DEFAULTS: dict[str, dict] = {
     "loss": {
         "name": "dice_bce",  # dice_bce | focal | tversky | any name registered with register_loss
         "deep_supervision": [1.0, 0.5, 0.25],
+        "batch_dice": False,  # dice_bce: one Dice over the whole batch instead of the mean of per-sample Dice
         "focal_gamma": 2.0,
         "tversky_alpha": 0.3,
         "tversky_beta": 0.7,

@@ -31,7 +31,7 @@ from wmhkit.preprocess import brain_box, resample, to_canonical, to_slice_stack
 from wmhkit.train.inputs import background_values, build_inputs, input_channels
 
 # Bump when the cached arrays change meaning: older cache files are then regenerated, not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -73,12 +73,15 @@ def synthetic_cases(
     work_spacing_mm: float = 1.0,
     train_shape: tuple[int, int, int] = (128, 160, 128),
     severity: str | None = None,
+    random_contrast_share: float | None = None,
 ) -> list[Case]:
     """Synthetic cases ``start .. start + n - 1`` of ``seed``, generated once and cached in ``cache_dir``.
 
     Each case is ``generate_sample(seed, profile, skull=False, index=i, ...)`` (skull-stripped). The
     default profile "mixed" draws clinical 2D (thick slices) or research 3D geometry 50/50, so that the
     networks see both; "train" gives a fixed isotropic grid of ``train_shape`` (fast, for tests).
+    ``random_contrast_share`` overrides the generator's share of fully random contrasts (None: its
+    default, :data:`wmhkit.synth.RANDOM_CONTRAST_SHARE`).
 
     Two files per case: the canonical images and masks (``<key>_<index>.npz``, any kind reuses them) and
     the built channels of ``kind`` (``<key>_<index>.<kind>.npz``); both written atomically (temporary
@@ -99,11 +102,14 @@ def synthetic_cases(
         key += "_t" + "x".join(str(int(s)) for s in train_shape)
     if severity:
         key += f"_{severity}"
+    if random_contrast_share is not None:
+        key += f"_rc{random_contrast_share:g}"
     cases = []
     for index in tqdm(range(start, start + n), desc=f"synthetic {kind}", disable=not progress or None):
         raw_path = cache / f"{key}_{index:05d}.npz"
         if not raw_path.exists():
-            _write_synthetic(raw_path, seed, index, profile, work_spacing_mm, train_shape, severity)
+            _write_synthetic(raw_path, seed, index, profile, work_spacing_mm, train_shape, severity,
+                             random_contrast_share)
         kind_path = cache / f"{key}_{index:05d}.{kind}.npz"
         # The images are only decompressed when a kind's channels have to be built.
         raw = _load_npz(raw_path, None if not kind_path.exists() else ("meta", "wmh", "brain", "spacing"))
@@ -125,12 +131,14 @@ def synthetic_cases(
     return cases
 
 
-def _write_synthetic(path: Path, seed, index, profile, work_spacing_mm, train_shape, severity) -> None:
-    from wmhkit.synth import generate_sample
+def _write_synthetic(path: Path, seed, index, profile, work_spacing_mm, train_shape, severity,
+                     random_contrast_share) -> None:
+    from wmhkit.synth import RANDOM_CONTRAST_SHARE, generate_sample
 
+    share = RANDOM_CONTRAST_SHARE if random_contrast_share is None else float(random_contrast_share)
     t0 = time.perf_counter()
     s = generate_sample(seed, profile, False, index=index, work_spacing_mm=work_spacing_mm,
-                        train_shape=tuple(train_shape), severity=severity)
+                        train_shape=tuple(train_shape), severity=severity, random_contrast_share=share)
     generate_s = time.perf_counter() - t0
     arrays = {}
     for name, data in (("flair", s.flair), ("t1", s.t1), ("wmh", s.wmh), ("brain", s.brainmask)):
@@ -145,6 +153,7 @@ def _write_synthetic(path: Path, seed, index, profile, work_spacing_mm, train_sh
         "seed": int(seed), "index": int(index), "profile": s.meta["profile"], "requested_profile": profile,
         "lesion_volume_ml": s.meta["lesion_volume_ml"], "lesion_severity": s.meta["lesion_severity"],
         "voxel_size_mm": s.meta["voxel_size_mm"], "slice_axis": s.meta["slice_axis"],
+        "random_contrast": s.meta["random_contrast"],
         "work_spacing_mm": work_spacing_mm, "generate_s": round(generate_s, 3),
     }
     _save_npz(path, flair=arrays["flair"], t1=arrays["t1"], wmh=arrays["wmh"].astype(np.uint8),

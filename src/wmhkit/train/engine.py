@@ -91,7 +91,8 @@ def load_sources(config: dict, cache: Path, progress: bool) -> tuple[dict, list,
     if data["mix"].get("synthetic", 0) > 0:
         sources["synthetic"] = synthetic_cases(
             data["synthetic_cases"], data["synthetic_seed"], kind, cache / "synthetic",
-            profile=data["synthetic_profile"], progress=progress)
+            profile=data["synthetic_profile"], progress=progress,
+            random_contrast_share=data["synthetic_random_contrast"])
     if data["mix"].get("real", 0) > 0:
         if not data["real"]:
             raise ValueError("data.mix gives real cases a share but data.real lists no folder")
@@ -107,7 +108,8 @@ def load_sources(config: dict, cache: Path, progress: bool) -> tuple[dict, list,
                 # A different seed from the training cases: never seen in training.
                 cases += synthetic_cases(int(str(entry).split(":", 1)[1]), data["synthetic_seed"] + 7919, kind,
                                          cache / f"synthetic_{name}", profile=data["synthetic_profile"],
-                                         progress=progress)
+                                         progress=progress,
+                                         random_contrast_share=data["synthetic_random_contrast"])
             else:
                 cases += real_cases(entry, kind)
         return cases

@@ -8,16 +8,23 @@ from torch.nn import functional as F
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice over each sample's voxels, averaged over the batch; logits/target (N, 1, ...)."""
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
+                   batch: bool = False) -> torch.Tensor:
+    """1 - soft Dice; logits/target (N, 1, ...).
+
+    batch=False: Dice of each sample, averaged over the batch. batch=True: one Dice over all voxels of
+    the batch (nnU-Net's "batch Dice"): a slice holding a 3-pixel lesion or none at all then no longer
+    weighs as much as one with a large lesion, which steadies 2D training on small WMH.
+    """
     prob = torch.sigmoid(logits.float())
-    dims = tuple(range(1, prob.ndim))
+    dims = tuple(range(0 if batch else 1, prob.ndim))
     overlap = (prob * target).sum(dims)
     return (1 - (2 * overlap + eps) / (prob.sum(dims) + target.sum(dims) + eps)).mean()
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return soft_dice_loss(logits, target) + F.binary_cross_entropy_with_logits(logits.float(), target)
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool = False) -> torch.Tensor:
+    return (soft_dice_loss(logits, target, batch=batch_dice)
+            + F.binary_cross_entropy_with_logits(logits.float(), target))
 
 
 def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor,
@@ -64,7 +71,7 @@ def tversky_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.3,
 # Name -> loss(logits, target, **options). register_loss() is the hook for other losses, e.g. the
 # noise-robust ones that annotation-free training needs.
 LOSSES = {
-    "dice_bce": lambda logits, target, **_: dice_bce_loss(logits, target),
+    "dice_bce": lambda logits, target, batch_dice=False, **_: dice_bce_loss(logits, target, batch_dice),
     "focal": lambda logits, target, focal_gamma=2.0, **_: focal_loss(logits, target, focal_gamma),
     "tversky": lambda logits, target, tversky_alpha=0.3, tversky_beta=0.7, **_: tversky_loss(
         logits, target, tversky_alpha, tversky_beta),
