@@ -297,6 +297,29 @@ def test_synthetic_cases_feed_the_samplers(synth_cache):
     assert all(patches[i]["label"].sum() > 0 for i in range(10))
 
 
+def test_white_matter_proxy_target_from_the_same_cache(synth_cache):
+    folder, kwargs, cases, _ = synth_cache
+    wm_cases = synthetic_cases(2, 11, "flair_t1", folder, target="wm", **kwargs)
+    for lesions, wm in zip(cases, wm_cases):
+        np.testing.assert_array_equal(lesions.channels, wm.channels)  # same brains, other labels
+        assert wm.meta["target"] == "wm" and lesions.meta["target"] == "wmh"
+        assert wm.wmh.sum() > 5 * lesions.wmh.sum() > 0
+        assert not (wm.wmh.astype(bool) & (wm.brain == 0)).any()
+        # Lesions sit in white matter.
+        assert (lesions.wmh.astype(bool) & ~wm.wmh.astype(bool)).sum() < 0.05 * lesions.wmh.sum()
+    with pytest.raises(ValueError, match="unknown synthetic target"):
+        synthetic_cases(1, 11, "flair_t1", folder, target="gm", **kwargs)
+
+
+def test_proxy_target_refuses_real_test_sets(tmp_path):
+    from wmhkit.train.config import load_config
+    from wmhkit.train.engine import load_sources
+
+    config = load_config(None, ['data.target="wm"', 'data.test=["some/real/folder"]'])
+    with pytest.raises(ValueError, match="proxy task"):
+        load_sources(config, tmp_path, progress=False)
+
+
 # ---------------------------------------------------------------------------------------- real cases
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "wmhkit.commands.synth",
     "wmhkit.commands.brainmask",
     "wmhkit.commands.train",
+    "wmhkit.commands.pretrain",
 ]
 
 DESCRIPTION = """\

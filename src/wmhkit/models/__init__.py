@@ -1,6 +1,7 @@
 """Networks of the source papers, one file each, and a registry to build them from plain config.
 
-msfcn: Zeng & Zheng 2017 two-stage 3D multi-scale FCN; unet2d: Viteri et al. 2021 2D U-Net (v1-v3);
+msfcn: Zeng & Zheng 2017 two-stage 3D multi-scale FCN (FCN-2 registered; FCN-1 is the brain extractor);
+unet3d_ds: Wu et al. 2022 3D deeply supervised U-Net; unet2d: Viteri et al. 2021 2D U-Net (v1-v3);
 sidefcn: Xu et al. 2017 VGG-16 side-output FCN.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 NETWORKS = {
     "unet2d": ("wmhkit.models.unet2d", "build_unet2d", "UNet2D", 2),
     "sidefcn": ("wmhkit.models.sidefcn", "SideFCN", "SideFCN", 2),
+    "unet3d_ds": ("wmhkit.models.unet3d_ds", "UNet3DDS", "UNet3DDS", 3),
+    "msfcn": ("wmhkit.models.msfcn", "MSFCN", "MSFCN", 3),
 }
 
 

@@ -1,9 +1,10 @@
 """Two-stage multi-scale FCN (Zeng & Zheng 2017).
 
-Stage 1 (FCN-1, :class:`BrainFCN`) extracts the brain from the whole head; stage 2 (FCN-2) segments WMH
-inside it. Both are 3D encoder-decoders with long skips (encoder -> decoder, concatenated), short skips
-(residual blocks) and deep supervision: two down-scaled auxiliary classifiers (1/4 and 1/2 scale) next
-to the full-scale one.
+Stage 1 (FCN-1, :class:`BrainFCN`, used by :mod:`wmhkit.brain`) extracts the brain from the whole head;
+stage 2 (FCN-2, :class:`MSFCN`: one encoder per input channel, FLAIR and T1) segments WMH inside it.
+:func:`wmhkit.two_stage.segment_two_stage` runs both in one call. Both are 3D encoder-decoders with
+long skips (encoder -> decoder, concatenated), short skips (residual blocks) and deep supervision: two
+down-scaled auxiliary classifiers (1/4 and 1/2 scale) next to the full-scale one.
 
 Shapes: inputs (N, C, X, Y, Z) with X, Y, Z divisible by 2**(levels - 1); outputs are logits.
 """
@@ -105,3 +106,50 @@ class BrainFCN(nn.Module):
     def forward(self, x: torch.Tensor):
         outputs = self.decoder(self.encoder(x))
         return outputs if self.training else outputs[0]
+
+
+class MSFCN(nn.Module):
+    """FCN-2: WMH segmentation inside the brain, one encoder per input channel.
+
+    Each channel (FLAIR, T1, ...) has its own contracting path (:class:`Encoder`: residual blocks, the
+    short skips); their features are concatenated level by level, so that the expanding path
+    (:class:`Decoder`) starts from the concatenated bottlenecks and its long skips carry the features of
+    every encoder. Deep supervision: the main classifier at full scale and two auxiliary ones at 1/2 and
+    1/4 scale.
+
+    Parameters
+    ----------
+    in_channels : 2 (FLAIR + T1: two encoders, the paper) or 1 (FLAIR only: one encoder); any C >= 1
+        gives C encoders
+    width : channels of the first level, doubled at each of ``levels`` levels (per encoder)
+    levels : resolution levels (>= 4: three supervised decoder scales above the bottleneck)
+
+    ``forward``: (N, in_channels, X, Y, Z), X, Y, Z divisible by ``2**(levels - 1)`` -> in training mode a
+    list of logits [(N, 1, X, Y, Z), (N, 1, X/2, ...), (N, 1, X/4, ...)]; in eval mode the first only.
+    ``MSFCN(**model.config)`` rebuilds the architecture.
+    """
+
+    def __init__(self, in_channels: int = 2, width: int = 16, levels: int = 4):
+        super().__init__()
+        if levels < 4:
+            # Three supervised scales on decoder levels: full, 1/2 and 1/4, below which the bottleneck sits.
+            raise ValueError("FCN-2's deep supervision at three decoder scales needs at least 4 levels")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, not {in_channels}")
+        widths = tuple(width * 2**i for i in range(levels))
+        self.config = {"in_channels": in_channels, "width": width, "levels": levels}
+        self.divisor = 2 ** (levels - 1)
+        # Separate paths: FLAIR and T1 look different enough that shared early filters would be a
+        # compromise; the paper fuses them only where the expanding path starts.
+        self.encoders = nn.ModuleList(Encoder(1, widths) for _ in range(in_channels))
+        self.decoder = Decoder(widths, 1, skip_widths=tuple(w * in_channels for w in widths))
+
+    def forward(self, x: torch.Tensor, return_all: bool = False):
+        if x.shape[1] != len(self.encoders):
+            raise ValueError(f"MSFCN has {len(self.encoders)} encoder(s) but got {x.shape[1]} channel(s)")
+        if any(n % self.divisor for n in x.shape[2:]):
+            raise ValueError(f"MSFCN needs X, Y, Z divisible by {self.divisor}; got {tuple(x.shape[2:])}")
+        per_channel = [encoder(x[:, c:c + 1]) for c, encoder in enumerate(self.encoders)]
+        features = [torch.cat(level, dim=1) for level in zip(*per_channel)]
+        outputs = self.decoder(features)
+        return outputs if (self.training or return_all) else outputs[0]

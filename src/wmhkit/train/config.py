@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 
 DEFAULTS: dict[str, dict] = {
-    "model": {"name": "unet2d"},  # the rest of the section goes to wmhkit.models.build_model
+    # The rest of the section goes to wmhkit.models.build_model, except freeze_encoder_steps: networks with
+    # a separate .encoder (unet3d_ds) keep it fixed for that many first steps (after --init ENCODER).
+    "model": {"name": "unet2d", "freeze_encoder_steps": 0},
     "data": {
         "inputs": "flair_t1",  # wmhkit.train.inputs.build_inputs kind
         "size": 192,  # 2D: slices resized to size x size after the brain field-of-view crop
@@ -24,6 +26,8 @@ DEFAULTS: dict[str, dict] = {
         "synthetic_seed": 1000,
         # Share of synthetic cases with fully random tissue contrasts (None: the generator's default).
         "synthetic_random_contrast": None,
+        # What synthetic labels mark: "wmh", or "wm" (white matter: a proxy task to pretrain a base).
+        "target": "wmh",
         "real": [],  # labeled folders (challenge layout, BIDS, open_ms labeled_mni)
         "lesion_fraction": 0.6,
         # Checkpoint selection set ("synthetic:N" = N held-out synthetic cases, or folders) and a test
@@ -34,6 +38,7 @@ DEFAULTS: dict[str, dict] = {
     "augment": {
         "affine": 0.5, "elastic": 0.0, "bias": 0.3, "noise": 0.3, "gamma": 0.3, "blur": 0.2,
         "motion": 0.0, "ghosting": 0.0, "anisotropy": 0.0, "flip": 0.5,
+        "rot90_y": 0.0,  # 3D: 90/180/270 degree turns about y (Zeng & Zheng), wmhkit.train.rotate
     },
     "loss": {
         "name": "dice_bce",  # dice_bce | focal | tversky | any name registered with register_loss

@@ -32,6 +32,8 @@ from wmhkit.train.inputs import background_values, build_inputs, input_channels
 
 # Bump when the cached arrays change meaning: older cache files are then regenerated, not reused.
 CACHE_VERSION = 2
+# What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
+SYNTHETIC_TARGETS = ("wmh", "wm")
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Case:
 
     name : unique name (file-name safe)
     channels : float32 (C, X, Y, Z), the network input of ``kind``
-    wmh : uint8 (X, Y, Z) 0/1 WMH labels, or None when unlabeled
+    wmh : uint8 (X, Y, Z) 0/1 WMH labels (a proxy target's mask for ``synthetic_cases(target="wm")``),
+        or None when unlabeled
     brain : uint8 (X, Y, Z) 0/1 brain mask
     spacing : (3,) voxel size in mm along X, Y, Z
     source : "synthetic" or "real" (any string naming the source works for the samplers)
@@ -74,6 +77,7 @@ def synthetic_cases(
     train_shape: tuple[int, int, int] = (128, 160, 128),
     severity: str | None = None,
     random_contrast_share: float | None = None,
+    target: str = "wmh",
 ) -> list[Case]:
     """Synthetic cases ``start .. start + n - 1`` of ``seed``, generated once and cached in ``cache_dir``.
 
@@ -82,6 +86,8 @@ def synthetic_cases(
     networks see both; "train" gives a fixed isotropic grid of ``train_shape`` (fast, for tests).
     ``random_contrast_share`` overrides the generator's share of fully random contrasts (None: its
     default, :data:`wmhkit.synth.RANDOM_CONTRAST_SHARE`).
+    ``target`` chooses what ``Case.wmh`` holds: "wmh" (the lesions) or "wm" (the white-matter mask, a
+    proxy task for pretraining a network's base on anatomy before it learns lesions).
 
     Two files per case: the canonical images and masks (``<key>_<index>.npz``, any kind reuses them) and
     the built channels of ``kind`` (``<key>_<index>.<kind>.npz``); both written atomically (temporary
@@ -104,15 +110,18 @@ def synthetic_cases(
         key += f"_{severity}"
     if random_contrast_share is not None:
         key += f"_rc{random_contrast_share:g}"
+    if target not in SYNTHETIC_TARGETS:
+        raise ValueError(f"unknown synthetic target {target!r}; known: {', '.join(SYNTHETIC_TARGETS)}")
     cases = []
     for index in tqdm(range(start, start + n), desc=f"synthetic {kind}", disable=not progress or None):
         raw_path = cache / f"{key}_{index:05d}.npz"
-        if not raw_path.exists():
+        if not raw_path.exists() or target not in _npz_keys(raw_path):
+            # (Files cached before the WM mask was stored lack it: made again, deterministically.)
             _write_synthetic(raw_path, seed, index, profile, work_spacing_mm, train_shape, severity,
                              random_contrast_share)
         kind_path = cache / f"{key}_{index:05d}.{kind}.npz"
         # The images are only decompressed when a kind's channels have to be built.
-        raw = _load_npz(raw_path, None if not kind_path.exists() else ("meta", "wmh", "brain", "spacing"))
+        raw = _load_npz(raw_path, None if not kind_path.exists() else ("meta", target, "brain", "spacing"))
         meta = json.loads(str(raw["meta"]))
         if not kind_path.exists():
             t0 = time.perf_counter()
@@ -122,7 +131,8 @@ def synthetic_cases(
                       build_s=np.float64(time.perf_counter() - t0))
         built = _load_npz(kind_path)
         meta.update(kind=kind, build_s=round(float(built["build_s"]), 3), cache=str(raw_path))
-        wmh = raw["wmh"]
+        wmh = raw[target]
+        meta["target"] = target
         cases.append(Case(
             name=f"{key}_{index:05d}", channels=built["channels"].astype(np.float32), wmh=wmh,
             brain=raw["brain"], spacing=tuple(float(s) for s in raw["spacing"]), source="synthetic",
@@ -141,7 +151,8 @@ def _write_synthetic(path: Path, seed, index, profile, work_spacing_mm, train_sh
                         train_shape=tuple(train_shape), severity=severity, random_contrast_share=share)
     generate_s = time.perf_counter() - t0
     arrays = {}
-    for name, data in (("flair", s.flair), ("t1", s.t1), ("wmh", s.wmh), ("brain", s.brainmask)):
+    wm = np.isin(s.tissue, s.meta["wm_labels"]).astype(np.uint8)
+    for name, data in (("flair", s.flair), ("t1", s.t1), ("wmh", s.wmh), ("brain", s.brainmask), ("wm", wm)):
         canonical, affine, _ = to_canonical(data, s.affine)
         arrays[name] = canonical
     brain = arrays["brain"] > 0
@@ -157,6 +168,7 @@ def _write_synthetic(path: Path, seed, index, profile, work_spacing_mm, train_sh
         "work_spacing_mm": work_spacing_mm, "generate_s": round(generate_s, 3),
     }
     _save_npz(path, flair=arrays["flair"], t1=arrays["t1"], wmh=arrays["wmh"].astype(np.uint8),
+              wm=arrays["wm"].astype(np.uint8),
               brain=arrays["brain"].astype(np.uint8), spacing=voxel_spacing(affine), affine=affine,
               meta=np.array(json.dumps(meta)))
 
@@ -166,6 +178,11 @@ def _save_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part.npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def _npz_keys(path: Path) -> set[str]:
+    with np.load(path, allow_pickle=False) as data:
+        return set(data.files)
 
 
 def _load_npz(path: Path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:

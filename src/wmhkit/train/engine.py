@@ -87,12 +87,16 @@ def load_sources(config: dict, cache: Path, progress: bool) -> tuple[dict, list,
 
     data = config["data"]
     kind = data["inputs"]
+    real_entries = [e for e in data["validation"] + data["test"] if not str(e).startswith("synthetic:")]
+    if data["target"] != "wmh" and (data["mix"].get("real", 0) > 0 or real_entries):
+        raise ValueError(f"data.target = {data['target']!r} is a synthetic proxy task: real cases carry WMH "
+                         "labels only (use synthetic validation and no real test set)")
     sources: dict[str, list] = {}
     if data["mix"].get("synthetic", 0) > 0:
         sources["synthetic"] = synthetic_cases(
             data["synthetic_cases"], data["synthetic_seed"], kind, cache / "synthetic",
             profile=data["synthetic_profile"], progress=progress,
-            random_contrast_share=data["synthetic_random_contrast"])
+            random_contrast_share=data["synthetic_random_contrast"], target=data["target"])
     if data["mix"].get("real", 0) > 0:
         if not data["real"]:
             raise ValueError("data.mix gives real cases a share but data.real lists no folder")
@@ -109,7 +113,8 @@ def load_sources(config: dict, cache: Path, progress: bool) -> tuple[dict, list,
                 cases += synthetic_cases(int(str(entry).split(":", 1)[1]), data["synthetic_seed"] + 7919, kind,
                                          cache / f"synthetic_{name}", profile=data["synthetic_profile"],
                                          progress=progress,
-                                         random_contrast_share=data["synthetic_random_contrast"])
+                                         random_contrast_share=data["synthetic_random_contrast"],
+                                         target=data["target"])
             else:
                 cases += real_cases(entry, kind)
         return cases
@@ -122,7 +127,14 @@ def training_dataset(config: dict, sources: dict, length: int):
     from wmhkit.train.data import PatchDataset, SliceDataset
 
     data, dims = config["data"], network_dims(config["model"]["name"])
-    augment = build_augmentation(config["augment"], dims)
+    spec = dict(config["augment"])
+    # The two-stage FCN paper's right-angle rotations about y are not a TorchIO transform: wrapped around.
+    rot90 = float(spec.pop("rot90_y", 0.0))
+    augment = build_augmentation(spec, dims)
+    if rot90 > 0 and dims == 3:
+        from wmhkit.train.rotate import RandomRot90Y
+
+        augment = RandomRot90Y(rot90, augment)
     mix = {k: v for k, v in data["mix"].items() if v > 0}
     if dims == 2:
         return SliceDataset(sources, mix, data["size"], length, config["run"]["seed"],
@@ -149,15 +161,23 @@ class StepBatches(torch.utils.data.Sampler):
 # ------------------------------------------------------------------------------------------- model
 
 
+# [model] keys the engine itself uses; every other key goes to the network's builder.
+ENGINE_MODEL_KEYS = ("name", "freeze_encoder_steps")
+
+
 def make_model(config: dict, in_channels: int) -> torch.nn.Module:
-    options = {k: v for k, v in config["model"].items() if k != "name"}
+    options = {k: v for k, v in config["model"].items() if k not in ENGINE_MODEL_KEYS}
     options.setdefault("in_channels", in_channels)
     return build_model(config["model"]["name"], **options)
 
 
 def load_initial_weights(model: torch.nn.Module, path: Path) -> str:
-    """Start from a checkpoint, an exported model, or a torchvision-style VGG-16 state dict."""
+    """Start from a checkpoint, an exported model, an encoder-only file (``wmhkit pretrain``, or any state
+    dict whose keys all start with ``encoder.``) or a torchvision-style VGG-16 state dict."""
     payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    encoder_state = _encoder_only_state(payload)
+    if encoder_state is not None:
+        return f"encoder: {load_encoder_weights(model, encoder_state, path)} tensors"
     state = payload.get("state_dict", payload.get("model", payload)) if isinstance(payload, dict) else payload
     if any(k.startswith("features.") for k in state):
         from wmhkit.models.sidefcn import load_vgg16_features
@@ -165,6 +185,67 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> str:
         return f"VGG-16 features: {len(load_vgg16_features(model, state))} tensors"
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return f"all {len(state)} tensors"
+
+
+def _encoder_only_state(payload) -> dict | None:
+    """The encoder state dict of an encoder-only file, else None.
+
+    ``wmhkit pretrain`` writes ``{"kind": "encoder", "encoder_state_dict": ..., "encoder_config": ...}``; a
+    plain state dict whose keys all start with ``encoder.`` (e.g. pretrained elsewhere) counts too.
+    """
+    if not isinstance(payload, dict):
+        return None
+    if "encoder_state_dict" in payload:
+        return payload["encoder_state_dict"]
+    if payload and all(isinstance(k, str) and k.startswith("encoder.") for k in payload):
+        return {k[len("encoder."):]: v for k, v in payload.items()}
+    return None
+
+
+def load_encoder_weights(model: torch.nn.Module, state: dict, source: str | Path = "encoder file") -> int:
+    """Copy ``state`` into ``model.encoder`` exactly (every tensor, same names and shapes); returns the count.
+
+    Raises ValueError naming the missing, unexpected and mis-shaped tensors when they do not match, e.g.
+    an encoder pretrained with other widths or input channels than the segmentation network's.
+    """
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        raise ValueError(f"{source}: holds encoder weights only, but {type(model).__name__} has no .encoder")
+    own = encoder.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        problems = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs network)", shapes)):
+            if items:
+                problems.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
+        raise ValueError(f"{source}: the encoder does not match {type(model).__name__}.encoder "
+                         f"(built from the same [model] options?); " + "; ".join(problems))
+    encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return len(state)
+
+
+def set_encoder_frozen(model: torch.nn.Module, frozen: bool, toggle_grad: bool = True) -> None:
+    """Freeze (or release) ``model.encoder``: its parameters and BatchNorm statistics stop changing.
+
+    Frozen, the encoder runs in eval mode (running statistics used, not updated) and, with
+    ``toggle_grad``, its parameters need no gradient (cheaper backward). Under DDP the set of parameters
+    needing gradients must not change, so there ``toggle_grad=False`` and :func:`drop_encoder_grads` keeps
+    the optimiser off them instead.
+    """
+    encoder = model.encoder
+    encoder.train(model.training and not frozen)
+    if toggle_grad:
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(not frozen)
+
+
+def drop_encoder_grads(model: torch.nn.Module) -> None:
+    """Set the encoder's gradients to None: optimisers (and weight decay) skip such parameters."""
+    for parameter in model.encoder.parameters():
+        parameter.grad = None
 
 
 def export_model(path: Path, model: torch.nn.Module, config: dict, info: dict) -> None:
@@ -293,6 +374,12 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         step, best = saved["step"], saved["best"]
     elif init:
         init_note = load_initial_weights(model, Path(init))
+        if runtime.main and progress:
+            tqdm.write(f"initial weights from {init}: {init_note}")
+    # model.freeze_encoder_steps = N: the (e.g. pretrained) encoder stays fixed for the first N steps.
+    freeze = int(config["model"].get("freeze_encoder_steps", 0) or 0)
+    if freeze > 0 and not isinstance(getattr(model, "encoder", None), torch.nn.Module):
+        raise ValueError(f"model.freeze_encoder_steps: {config['model']['name']} has no separate encoder")
     from wmhkit.train.data import describe
 
     description = {"train": describe(sources, config["data"]["mix"]),
@@ -321,11 +408,15 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         lr = learning_rate(step, optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if freeze > 0:  # every step: validation's model.train() would otherwise wake the encoder
+            set_encoder_frozen(model, step < freeze, toggle_grad=runtime.world == 1)
         with autocast:
             outputs = net(images)
         loss = segmentation_loss(_as_float(outputs), labels, config["loss"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if step < freeze:
+            drop_encoder_grads(model)
         if optim["clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip"])
         optimizer.step()
