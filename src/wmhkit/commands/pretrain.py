@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from wmhkit.commands.train import add_run_options, config_overrides
 from wmhkit.errors import InputError
 
 EXAMPLES = [
@@ -36,16 +37,7 @@ def register(subparsers) -> None:
                         "[pretrain] table or segmentation_config = FILE (see configs/pretrain_age_cpu.toml)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (its stored config is used)")
-    parser.add_argument("--stop-at", type=int, help="stop after this step (continue later with --resume)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config key, e.g. pretrain.cases=24 (value in TOML syntax); repeatable")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--threads", type=int, help="torch threads (0: one per core)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(parser, "override a config key, e.g. pretrain.cases=24 (value in TOML syntax); repeatable")
     parser.set_defaults(func=run)
 
 
@@ -53,11 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from wmhkit.train.config import ConfigError
     from wmhkit.train.pretrain import load_pretrain_config, pretrain
 
-    overrides = list(args.set) + [f'pretrain.task="{args.task}"']
-    for flag, key in SHORTHANDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    overrides = [f'pretrain.task="{args.task}"'] + config_overrides(args, SHORTHANDS)
     try:
         config = load_pretrain_config(args.config, overrides)
     except ConfigError as error:

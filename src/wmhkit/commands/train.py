@@ -34,33 +34,43 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", help="TOML config (default: built-in defaults)")
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--init", help="start from these weights (checkpoint, model file or VGG-16 state dict)")
+    parser.add_argument("--init", help="start from these weights: a checkpoint, a model file, an encoder file of "
+                        "`wmhkit pretrain` (loaded into the network's encoder only) or a VGG-16 state dict")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly; the config stored in the run is used (--config, --set and the config shorthands are ignored)")
+    add_run_options(parser, "override a config key (value in TOML syntax); repeatable")
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
+    parser.set_defaults(func=run)
+
+
+def add_run_options(parser: argparse.ArgumentParser, set_help: str) -> None:
+    """The options `wmhkit train` and `wmhkit pretrain` share: chunking, overrides and their shorthands."""
     parser.add_argument("--stop-at", type=int, help="stop after this step (continue later with --resume)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config key (value in TOML syntax); repeatable")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=set_help)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", help="cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, help="torch threads per process (0: cores / processes)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
+
+
+def config_overrides(args: argparse.Namespace, shorthands: dict[str, str]) -> list[str]:
+    """``--set`` values followed by the shorthand flags given, as ``section.key=value`` overrides."""
+    overrides = list(args.set)
+    for flag, key in shorthands.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
     from wmhkit.train.config import ConfigError, load_config
     from wmhkit.train.engine import train
 
-    overrides = list(args.set)
-    for flag, key in SHORTHANDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, config_overrides(args, SHORTHANDS))
     except ConfigError as error:
         raise InputError(None, str(error)) from None
     if args.init and not Path(args.init).is_file():

@@ -111,18 +111,22 @@ def parse_override(text: str) -> dict:
     return out
 
 
+def read_toml(path: str | Path) -> dict:
+    """The tables of a TOML file; ConfigError naming the file when it is missing or not valid TOML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict:
     """Defaults <- the TOML file <- overrides, in that order."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML ({error})") from None
-        config = merge(config, loaded)
+        config = merge(config, read_toml(path))
     for text in overrides or []:
         config = merge(config, parse_override(text))
     return config

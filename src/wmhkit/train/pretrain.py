@@ -33,7 +33,6 @@ import csv
 import json
 import os
 import time
-import tomllib
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -84,17 +83,12 @@ def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = 
     ``pretrain.key=value`` overrides go to the ``pretrain`` section, any other to the training config.
     Raises :class:`ConfigError` for unknown keys or a network without a transferable encoder.
     """
-    from wmhkit.train.config import load_config
+    from wmhkit.train.config import load_config, read_toml
 
     raw: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML ({error})") from None
+        raw = read_toml(path)
     pretrain = raw.pop("pretrain", {})
     base_name = raw.pop("segmentation_config", None)
     config = load_config(path.parent / base_name) if base_name else copy.deepcopy(DEFAULTS)
