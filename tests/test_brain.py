@@ -99,16 +99,20 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert straight.exists() and resumed.exists()
 
 
-def test_shipped_model_finds_the_brain_of_a_synthetic_head():
+def test_shipped_model_finds_the_brain_of_synthetic_heads():
     from wmhkit.metrics import dice
     from wmhkit.synth import generate_sample
 
-    # Seed 99 is never trained on (the shipped model saw seed-0 heads). The network's own cut-off 0.5:
-    # the shipped calibrated cut-off (0.95, chosen for whole-head 3D scans, docs/brain_extraction.md)
-    # under-segments this 7.9 mm-slice head (Dice 0.88), a known limitation.
-    case = generate_sample(99, "clinical2d", True, index=0)
-    result = extract_brain(case.flair, case.affine, threshold=0.5, detect_stripped=False)
-    assert result.mask.shape == case.flair.shape
-    assert dice(case.brainmask.astype(bool), result.mask.astype(bool)) >= 0.9
+    # Seed 99 is never trained on (the shipped model saw seed-0 heads). Three thick-slice clinical heads,
+    # not one: single heads range 0.86-0.96 (measured), so one random head says little. The network's
+    # own cut-off 0.5: the shipped calibrated cut-off (0.95, chosen for whole-head 3D scans,
+    # docs/brain_extraction.md) under-segments thick-slice heads, a known limitation.
+    scores = []
+    for index in range(3):
+        case = generate_sample(99, "clinical2d", True, index=index)
+        result = extract_brain(case.flair, case.affine, threshold=0.5, detect_stripped=False)
+        assert result.mask.shape == case.flair.shape
+        scores.append(dice(case.brainmask.astype(bool), result.mask.astype(bool)))
+    assert np.mean(scores) >= 0.9 and min(scores) >= 0.8
     calibrated = extract_brain(case.flair, case.affine, detect_stripped=False)
     assert calibrated.volume_ml < result.volume_ml  # the model's stored cut-off is the one applied
