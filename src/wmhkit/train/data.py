@@ -442,11 +442,11 @@ class PatchDataset(_MixedSampler):
         start = centre - patch // 2
         # Inside the volume where it fits; centred (padded both sides) where it does not.
         start = np.where(shape >= patch, np.clip(start, 0, np.maximum(shape - patch, 0)), (shape - patch) // 2)
-        image = _crop(case.channels, start, patch, info.background)
-        label = (_crop(case.wmh[None], start, patch, np.zeros(1)) if case.wmh is not None
+        image = crop_window(case.channels, start, patch, info.background)
+        label = (crop_window(case.wmh[None], start, patch, np.zeros(1)) if case.wmh is not None
                  else np.zeros((1,) + self.patch_shape, np.float32))
         if self.augment is not None:
-            brain = _crop(case.brain[None], start, patch, np.zeros(1))
+            brain = crop_window(case.brain[None], start, patch, np.zeros(1))
             image, label = self.augment(image, label, seed=aug_seed, brain=brain, background=info.background)
         return {"image": torch.from_numpy(np.ascontiguousarray(image, np.float32)),
                 "label": torch.from_numpy(np.ascontiguousarray(label, np.float32))}
@@ -463,7 +463,7 @@ def _random_brain_voxel(rng: np.random.Generator, brain: np.ndarray, bounds: np.
     return np.array(np.unravel_index(int(rng.choice(voxels)), brain.shape))
 
 
-def _crop(volume: np.ndarray, start: np.ndarray, size: np.ndarray, fill: np.ndarray) -> np.ndarray:
+def crop_window(volume: np.ndarray, start: np.ndarray, size: np.ndarray, fill: np.ndarray) -> np.ndarray:
     """(C, *size) float32 window of (C, X, Y, Z) ``volume`` at ``start``, ``fill[c]`` outside it."""
     out = np.empty((len(volume),) + tuple(int(s) for s in size), np.float32)
     out[:] = np.asarray(fill, np.float32).reshape(-1, 1, 1, 1)

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from wmhkit.io import save_torch
 from wmhkit.models.unet3d_ds import UNet3DEncoder, encoder_options
 from wmhkit.train.config import DEFAULTS, ConfigError, merge, parse_override
+from wmhkit.train.data import crop_window
 
 PRETRAIN_DEFAULTS: dict = {
     "task": "age",
@@ -199,7 +200,7 @@ class AgeCases:
             if train:
                 reach = np.maximum(shape // 16, 1)
                 start = start + rng.integers(-reach, reach + 1)
-        out = _crop(channels.astype(np.float32), start, shape, background)
+        out = crop_window(channels.astype(np.float32), start, shape, background)
         if train and rng.random() < 0.5:
             out = out[:, ::-1]  # left-right: the age does not care
         return np.ascontiguousarray(out)
@@ -234,19 +235,6 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
         return tuple(slice(None) for _ in mask.shape)
     low, high = nonzero.min(0), nonzero.max(0) + 1
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-
-
-def _crop(volume: np.ndarray, start: np.ndarray, size: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """(C, *size) window of (C, X, Y, Z) at ``start`` (may reach outside: filled with ``fill`` per channel)."""
-    out = np.empty((len(volume), *size), np.float32)
-    out[:] = np.asarray(fill, np.float32).reshape(-1, 1, 1, 1)
-    src, dst = [], []
-    for s, n, total in zip(start, size, volume.shape[1:]):
-        a, b = max(int(s), 0), min(int(s) + int(n), total)
-        src.append(slice(a, max(a, b)))
-        dst.append(slice(a - int(s), a - int(s) + max(0, b - a)))
-    out[(slice(None), *dst)] = volume[(slice(None), *src)]
-    return out
 
 
 def batch_at(cases: AgeCases, step: int, seed: int, section: dict) -> tuple[torch.Tensor, torch.Tensor]:
