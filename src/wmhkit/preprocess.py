@@ -450,6 +450,20 @@ class SliceStackGeometry:
     size: int
 
 
+def mask_bounding_box(mask: np.ndarray, margin=0) -> tuple[slice, ...] | None:
+    """Bounding box of a mask's non-zero voxels grown by ``margin`` voxels (an int, or one per axis),
+    clipped to the array; None when the mask is empty."""
+    mask = np.asarray(mask) != 0
+    if not mask.any():
+        return None
+    margins = np.broadcast_to(np.asarray(margin, int), (mask.ndim,))
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(max(0, hit[0] - margins[axis])), int(min(mask.shape[axis], hit[-1] + margins[axis] + 1))))
+    return tuple(box)
+
+
 def brain_box(brain: np.ndarray, spacing_xy: tuple[float, float], margin_mm: float = 10.0) -> tuple[int, int, int, int]:
     """Square (in mm) in-plane window around a canonical brain mask's extent over all slices (the
     2D U-Net's "brain field-of-view crop"); the whole slice when the mask is empty."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from wmhkit.brain import BrainResult, extract_brain
-from wmhkit.preprocess import from_canonical, to_canonical
+from wmhkit.preprocess import from_canonical, mask_bounding_box, to_canonical
 
 
 @dataclass
@@ -94,7 +94,7 @@ def segment_two_stage(
     spacing = np.linalg.norm(c_affine[:3, :3], axis=0)
     channels = build_inputs(kind, flair_c, t1_c, brain_c, tuple(float(s) for s in spacing))
     # Stage 2 only looks at the brain (plus context): the sliding window skips the rest of the head.
-    box = _brain_box(brain_c, spacing, margin_mm)
+    box = mask_bounding_box(brain_c, [math.ceil(margin_mm / s) for s in spacing])
     crop_affine = c_affine.copy()
     crop_affine[:3, 3] = c_affine[:3, :3] @ np.array([b.start for b in box]) + c_affine[:3, 3]
     inside = infer.predict_volume_3d(model, channels[(slice(None), *box)], crop_affine, patch=patch,
@@ -119,12 +119,3 @@ def _stage2_model(model) -> tuple[torch.nn.Module, dict]:
 def _default_kind(model: torch.nn.Module, t1) -> str:
     channels = getattr(model, "config", {}).get("in_channels", 1)
     return "flair_t1" if t1 is not None and channels == 2 else "flair"
-
-
-def _brain_box(brain: np.ndarray, spacing: np.ndarray, margin_mm: float) -> tuple[slice, ...]:
-    """Bounding box of the mask grown by ``margin_mm`` on every side, clipped to the volume."""
-    nonzero = np.argwhere(brain)
-    margin = np.array([math.ceil(margin_mm / s) for s in spacing])
-    low = np.maximum(nonzero.min(0) - margin, 0)
-    high = np.minimum(nonzero.max(0) + 1 + margin, brain.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))

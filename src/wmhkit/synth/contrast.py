@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from wmhkit.synth.anatomy import CORTEX_CLASSES, VENTRICLE_CLASSES, WM_CLASSES, WarpedAnatomy, load_atlas
+from wmhkit.preprocess import mask_bounding_box
+from wmhkit.synth.anatomy import (
+    CORTEX_CLASSES,
+    VENTRICLE_CLASSES,
+    WM_CLASSES,
+    WarpedAnatomy,
+    load_atlas,
+)
 from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at
 
 # Bias field (std of the log gain at a ~60 mm scale): realistic cases stay within what a head coil
@@ -161,7 +168,7 @@ def render(
         texture = 1.0 + contrast["texture"] * smooth_noise(rng, shape, contrast["texture_scale_mm"] / spacing_mm)
     dgm_ids = atlas.ids(("gm_deep_striatum", "gm_deep_thalamus"))
     wm_id = atlas.id("wm_deep")
-    dgm_box = _bbox(np.isin(labels, dgm_ids), int(np.ceil(6.0 / spacing_mm)))
+    dgm_box = mask_bounding_box(np.isin(labels, dgm_ids), int(np.ceil(6.0 / spacing_mm)))
     dgm_tissue = None
     if dgm_box is not None:
         dgm_tissue = np.isin(labels[dgm_box], dgm_ids + atlas.ids(WM_CLASSES))
@@ -227,17 +234,6 @@ def _sulcal_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray,
     idx = idx[np.isin(anat.labels.reshape(-1)[idx], atlas.ids(PV_CLASSES))]
     is_csf = anat.labels.reshape(-1)[idx] == atlas.id("csf_sulcal_extracerebral")
     return idx, np.clip(frac[idx], 0.0, 1.0), is_csf
-
-
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """Bounding box of ``mask`` grown by ``margin`` voxels, or None when it is empty."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(0, hit[0] - margin), min(mask.shape[axis], hit[-1] + margin + 1)))
-    return tuple(box)
 
 
 def _vessel_mask(rng: np.random.Generator, labels: np.ndarray, count: int) -> np.ndarray | None:

@@ -43,6 +43,7 @@ from torch.nn import functional as F
 
 from wmhkit.io import save_torch
 from wmhkit.models.unet3d_ds import UNet3DEncoder, encoder_options
+from wmhkit.preprocess import mask_bounding_box
 from wmhkit.train.config import DEFAULTS, ConfigError, merge, parse_override
 from wmhkit.train.data import crop_window
 
@@ -175,7 +176,7 @@ class AgeCases:
                                            build_inputs("flair", t1, None, brain)])
             else:
                 channels = build_inputs(kind, flair, t1, brain)
-            box = _bounding_box(brain)
+            box = mask_bounding_box(brain) or tuple(slice(None) for _ in brain.shape)
             self.background.append(background_values(channels, brain))
             self.channels.append(channels[(slice(None), *box)].astype(np.float16))
             self.ages.append(float(raw["age"]))
@@ -227,14 +228,6 @@ def _synthetic_brain(cache: Path, seed: int, index: int, spacing_mm: float, grid
         os.replace(tmp, path)
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    nonzero = np.argwhere(mask > 0)
-    if not len(nonzero):
-        return tuple(slice(None) for _ in mask.shape)
-    low, high = nonzero.min(0), nonzero.max(0) + 1
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def batch_at(cases: AgeCases, step: int, seed: int, section: dict) -> tuple[torch.Tensor, torch.Tensor]:
