@@ -4,7 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+DEMO_FLAIR    := examples/segment/sub-patient20_ses-study2_FLAIR.nii.gz
+MODEL_VERSION ?= 2026.11-cpu1
+
+.PHONY: demo test bench clean train-default
 
 # torch goes first and alone so that pip takes the pinned CPU wheel rather than resolving a CUDA build.
 $(STAMP): pyproject.toml
@@ -15,8 +18,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/wmhkit evaluate examples/evaluate/sub-patient26_wmh.nii.gz \
-		examples/evaluate/sub-patient26_desc-threshold_mask.nii.gz
+	$(VENV)/bin/wmhkit segment $(DEMO_FLAIR) -o demo_output --force
+
+# The shipped WMH models (docs/model_card.md): the side-output FCN with and without T1, about 45 minutes
+# each on 2 CPU cores, then copied into the package with a name and version.
+train-default: $(STAMP)
+	$(VENV)/bin/wmhkit train --config configs/sidefcn_cpu.toml --out runs/default_flair_t1
+	$(VENV)/bin/wmhkit train --config configs/sidefcn_cpu.toml --out runs/default_flair \
+		--set 'data.inputs="colour_flair"'
+	$(PY) scripts/ship_model.py runs/default_flair_t1/model.pt sidefcn-flair-t1 --version $(MODEL_VERSION)
+	$(PY) scripts/ship_model.py runs/default_flair/model.pt sidefcn-flair --version $(MODEL_VERSION)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -26,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/synth_speed.py
 	OMP_NUM_THREADS=1 $(PY) bench/augment_speed.py
 	$(PY) bench/preprocess_speed.py
+	$(PY) bench/segment_speed.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) demo_output build src/*.egg-info .pytest_cache

@@ -18,6 +18,7 @@ from wmhkit.errors import WmhkitError
 
 # Modules providing subcommands, in the order --help lists them.
 COMMAND_MODULES = [
+    "wmhkit.commands.segment",
     "wmhkit.commands.evaluate",
     "wmhkit.commands.synth",
     "wmhkit.commands.brainmask",

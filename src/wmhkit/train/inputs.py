@@ -23,6 +23,8 @@ Kinds
                     per_slice=True)``), each requantised to 8 bits over its brain's 0.5-99.5 percentiles
                     and centred by -127 (:func:`wmhkit.models.sidefcn.colour_slices`); 3 channels.
 ``colour_t1``       the same with T1 as third channel (the ablation without top-hat); 3 channels.
+``colour_flair``    ``colour`` for users without a T1: FLAIR takes the T1 slot too (FLAIR, FLAIR, top-hat), so
+                    the network and its 3-channel layout stay Xu et al.'s; 3 channels.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from scipy import ndimage
 
 from wmhkit.preprocess import area_tophat, percentile_scale, zscore
 
-KINDS = ("flair", "flair_t1", "flair_product", "flair_t1_morph", "colour", "colour_t1")
-CHANNELS = {"flair": 1, "flair_t1": 2, "flair_product": 2, "flair_t1_morph": 3, "colour": 3, "colour_t1": 3}
-NEEDS_T1 = frozenset(k for k in KINDS if k != "flair")
+KINDS = ("flair", "flair_t1", "flair_product", "flair_t1_morph", "colour", "colour_t1", "colour_flair")
+CHANNELS = {"flair": 1, "flair_t1": 2, "flair_product": 2, "flair_t1_morph": 3, "colour": 3, "colour_t1": 3,
+            "colour_flair": 3}
+NEEDS_T1 = frozenset(k for k in KINDS if k not in ("flair", "colour_flair"))
 # Diameter (mm) of the disk of the "morphological normalisation" opening.
 MORPH_DISK_MM = 15.0
 # Pixels (area) of the colour kinds' area top-hat, as Xu et al.
@@ -70,7 +73,10 @@ def build_inputs(
     """
     input_channels(kind)
     if kind in NEEDS_T1 and t1 is None:
-        raise ValueError(f"input kind {kind!r} needs a T1 image but this case has none; use kind='flair'")
+        raise ValueError(f"input kind {kind!r} needs a T1 image but this case has none; "
+                         "use kind='flair' or 'colour_flair'")
+    if kind not in NEEDS_T1:
+        t1 = None
     brain = np.asarray(brain) > 0
     flair = np.asarray(flair, dtype=np.float32)
     shapes = {flair.shape, brain.shape} | ({np.shape(t1)} if t1 is not None else set())
@@ -98,7 +104,8 @@ def build_inputs(
 
         third = "t1" if kind == "colour_t1" else "tophat"
         tophat = area_tophat(flair, TOPHAT_AREA, per_slice=True) if third == "tophat" else None
-        stack = colour_slices(flair, t1, tophat, third=third, mask=brain)  # (Z, 3, X, Y)
+        second = flair if kind == "colour_flair" else t1
+        stack = colour_slices(flair, second, tophat, third=third, mask=brain)  # (Z, 3, X, Y)
         # Outside the brain every channel takes its floor value (-127): the raw 0 lies at or below each
         # channel's 0.5th brain percentile for skull-stripped inputs, but force it to be exact.
         out = list(np.where(brain, np.moveaxis(stack, 0, 3), -127.0).astype(np.float32))
