@@ -77,6 +77,15 @@ def test_build_inputs_shapes_and_normalisation():
     assert morph[wmh > 0].mean() > 5 * morph[inside & (wmh == 0)].mean()
 
 
+def test_flair_only_colour_kind_puts_flair_in_the_t1_slot_and_ignores_any_t1():
+    flair, t1, brain, _ = toy_volume()
+    flair_only = build_inputs("colour_flair", flair, None, brain)
+    assert np.array_equal(flair_only[0], flair_only[1])
+    with_t1 = build_inputs("colour", flair, t1, brain)
+    assert np.array_equal(flair_only[[0, 2]], with_t1[[0, 2]])  # FLAIR and its top-hat as in "colour"
+    assert np.array_equal(build_inputs("colour_flair", flair, t1, brain), flair_only)
+
+
 def test_missing_t1_is_a_clear_error():
     flair, _, brain, _ = toy_volume()
     assert build_inputs("flair", flair, None, brain).shape[0] == 1
