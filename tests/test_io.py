@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wmhkit.errors import InputError, OutputExistsError
-from wmhkit.io import load_image, load_labels, load_volume, save_volume, write_json
+from wmhkit.io import derivative_stem, load_image, load_labels, load_volume, save_volume, write_json
 
 LPS_OBLIQUE = np.array(
     [[-0.9, 0.05, 0.0, 90.0], [-0.05, -0.9, 0.1, 120.0], [0.0, 0.02, 3.0, -60.0], [0, 0, 0, 1]]
@@ -157,3 +157,11 @@ def test_interrupted_write_leaves_nothing(nifti, tmp_path, monkeypatch):
 def test_json_nan_becomes_null(tmp_path):
     path = write_json(tmp_path / "s.json", {"h95": float("nan"), "n": np.int64(3)})
     assert path.read_text().replace(" ", "").replace("\n", "") == '{"h95":null,"n":3}'
+
+
+def test_derivative_stem_drops_the_modality_suffix_only():
+    assert derivative_stem("data/sub-01_ses-1_FLAIR.nii.gz") == "sub-01_ses-1"
+    assert derivative_stem("sub-01_T1w.nii") == "sub-01"
+    assert derivative_stem("patient20_study2_FLAIR.nii.gz") == "patient20_study2"
+    assert derivative_stem("FLAIR.nii.gz") == "FLAIR"  # nothing would be left
+    assert derivative_stem("scan.nii.gz") == "scan"

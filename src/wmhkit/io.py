@@ -14,9 +14,10 @@ import json
 import os
 import tempfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -64,7 +65,7 @@ class Volume:
         """Volume of one voxel in millilitres."""
         return voxel_volume_ml(self.affine)
 
-    def with_data(self, data: np.ndarray) -> "Volume":
+    def with_data(self, data: np.ndarray) -> Volume:
         """A volume on the same grid holding other values."""
         if data.shape != self.data.shape:
             raise ValueError(f"shape {data.shape} does not match the grid {self.data.shape}")
@@ -92,6 +93,22 @@ def nifti_stem(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+# BIDS suffixes that derivatives replace by their own: sub-01_FLAIR -> sub-01_desc-wmh_mask.
+MODALITY_SUFFIXES = ("_FLAIR", "_T2FLAIR", "_flair", "_T1w", "_T1W", "_T1")
+
+
+def derivative_stem(path: str | os.PathLike) -> str:
+    """Stem for BIDS-derivative outputs: the file's stem without its modality suffix.
+
+    'sub-01_ses-1_FLAIR.nii.gz' -> 'sub-01_ses-1'; a stem that is only a suffix ('FLAIR.nii.gz') is kept.
+    """
+    stem = nifti_stem(path)
+    for suffix in MODALITY_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def load_volume(

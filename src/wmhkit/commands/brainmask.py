@@ -7,7 +7,13 @@ import time
 from pathlib import Path
 
 from wmhkit.errors import InputError
-from wmhkit.io import check_can_write, is_nifti_path, load_image, nifti_stem, save_volume
+from wmhkit.io import (
+    check_can_write,
+    derivative_stem,
+    is_nifti_path,
+    load_image,
+    save_volume,
+)
 
 # torch and the networks are imported inside the commands: `wmhkit --help` should not wait for them.
 
@@ -62,7 +68,7 @@ def run_brainmask(args: argparse.Namespace) -> int:
     from wmhkit.brain import extract_brain
 
     image_path = Path(args.image)
-    out = Path(args.out) if args.out else image_path.with_name(f"{nifti_stem(image_path)}_desc-brain_mask.nii.gz")
+    out = Path(args.out) if args.out else image_path.with_name(f"{derivative_stem(image_path)}_desc-brain_mask.nii.gz")
     if not is_nifti_path(out):
         raise InputError(out, "output name must end in .nii or .nii.gz")
     check_can_write([out], args.force)

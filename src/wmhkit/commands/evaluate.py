@@ -20,7 +20,7 @@ from wmhkit.evaluation import (
     summarise,
     summary_rows,
 )
-from wmhkit.io import json_ready, check_can_write, write_json, write_text
+from wmhkit.io import check_can_write, json_ready, write_json, write_text
 from wmhkit.metrics import METRICS
 
 HELP = "score segmentations with the MICCAI 2017 WMH challenge metrics"

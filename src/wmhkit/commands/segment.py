@@ -14,9 +14,9 @@ import numpy as np
 from wmhkit.errors import InputError
 from wmhkit.io import (
     check_can_write,
+    derivative_stem,
     load_image,
     load_labels,
-    nifti_stem,
     save_volume,
     write_json,
 )
@@ -26,8 +26,6 @@ from wmhkit.io import (
 EXAMPLES = [
     "wmhkit segment sub-01_FLAIR.nii.gz --t1 sub-01_T1w.nii.gz -o out/   # WMH mask, probability, stats",
 ]
-# BIDS suffixes of the input that the derivatives replace: sub-01_FLAIR -> sub-01_desc-wmh_mask.
-MODALITY_SUFFIXES = ("_FLAIR", "_T2FLAIR", "_flair")
 OUTPUTS = {
     "mask": "desc-wmh_mask.nii.gz",
     "probseg": "desc-wmh_probseg.nii.gz",
@@ -66,11 +64,7 @@ def register(subparsers) -> None:
 
 def output_paths(flair_path: str | os.PathLike, out_dir: str | os.PathLike | None) -> dict[str, Path]:
     """BIDS-derivative names of the outputs: the FLAIR's stem without its modality suffix."""
-    stem = nifti_stem(flair_path)
-    for suffix in MODALITY_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = derivative_stem(flair_path)
     folder = Path(out_dir) if out_dir else Path(flair_path).parent
     return {key: folder / f"{stem}_{name}" for key, name in OUTPUTS.items()}
 
