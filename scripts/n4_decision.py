@@ -1,10 +1,10 @@
-"""Does `wmhkit segment` need N4? Dice on the 3 labeled cases, with and without a known bias, with and without --n4.
+"""Does `wmhkit segment` need N4? Dice on the 3 labeled cases, with and without a known bias, N4 off and on.
 
-    .venv/bin/python scripts/n4_decision.py
+    .venv/bin/python scripts/n4_decision.py [--t1]
 
 The labeled cases are already N4-corrected; each is multiplied by the smooth bias of
 bench/preprocess_speed.py (about +-30 %, the same field for FLAIR and T1) and segmented by the shipped
-defaults with N4 off and on. Prints a Markdown table (docs/model_card.md, "Bias field").
+FLAIR-only default (with ``--t1`` also by the FLAIR + T1 one) with N4 off and on. Prints a Markdown table (docs/model_card.md, "Bias field").
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def biased(volume: Volume) -> Volume:
 
 
 def main() -> int:
+    with_t1_too = "--t1" in sys.argv[1:]
     print("| model | case | original, no N4 | original, N4 | biased, no N4 | biased, N4 |")
     print("|---|---|---|---|---|---|")
-    for with_t1 in (False, True):
+    for with_t1 in (False, True) if with_t1_too else (False,):
         model = load_model(resolve_model("default", with_t1))
         for case in sorted(p for p in DATA.iterdir() if p.is_dir()):
             flair, t1 = load_image(case / "FLAIR.nii.gz"), load_image(case / "T1.nii.gz")

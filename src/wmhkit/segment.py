@@ -143,7 +143,7 @@ def segment_scan(
     brain_mask: np.ndarray | None = None,
     threshold: float = 0.5,
     tta: bool = False,
-    n4: bool = False,
+    n4: bool = True,
     device: str = "cpu",
 ) -> Segmentation:
     """Segment WMH in one FLAIR (optionally with a T1 of the same head).
@@ -156,7 +156,8 @@ def segment_scan(
     brain_mask : (X, Y, Z) on the FLAIR grid; default FCN-1 (or the non-zero region of a stripped input)
     threshold : probability cut-off of the mask, in (0, 1)
     tta : average over in-plane flips (2D) or axis flips (3D): 3-4x the network time
-    n4 : N4 bias correction of FLAIR (and T1) before anything else
+    n4 : N4 bias correction of FLAIR (and T1) inside the brain mask (1-2 s; docs/model_card.md measures
+        what it saves under a strong bias and that it costs nothing without one)
     device : "cpu" or "cuda"
 
     Raises InputError (CLI exit 2) for inputs it cannot work with: a failed T1 registration, a brain
@@ -175,12 +176,13 @@ def segment_scan(
     if t1 is not None and model.needs_t1:
         with _timed(timings, "register_t1"):
             t1_data, registration = t1_on_flair_grid(t1, flair)
-    if n4:
-        with _timed(timings, "n4"):
-            flair_data = n4_bias_correct(flair_data, flair.affine)[0]
-            t1_data = None if t1_data is None else n4_bias_correct(t1_data, flair.affine)[0]
     with _timed(timings, "brain_mask"):
         brain, brain_source = _brain(flair_data, flair, brain_mask)
+    if n4:
+        # After the brain mask: FCN-1 is trained on biased heads, and N4 then fits the brain alone.
+        with _timed(timings, "n4"):
+            flair_data = n4_bias_correct(flair_data, flair.affine, brain > 0)[0]
+            t1_data = None if t1_data is None else n4_bias_correct(t1_data, flair.affine, brain > 0)[0]
     with _timed(timings, "network"):
         probability = wmh_probability(model, flair_data, flair.affine, brain, t1_data, tta=tta, device=device)
     with _timed(timings, "postprocess"):

@@ -55,7 +55,8 @@ def register(subparsers) -> None:
                         help="shipped model name, a model file from `wmhkit train` or its run folder "
                         "(default: the shipped model for the inputs given)")
     parser.add_argument("--tta", action="store_true", help="average over flips (about 3x the network time)")
-    parser.add_argument("--n4", action="store_true", help="N4 bias correction first (1-2 s)")
+    parser.add_argument("--no-n4", dest="n4", action="store_false",
+                        help="skip the N4 bias correction inside the brain (saves 1-2 s)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
