@@ -95,7 +95,7 @@ def reference(case):
     return segment_scan(load_image(case["flair"]), model=load_model(resolve_model("default", with_t1=False)))
 
 
-@pytest.mark.parametrize("flips, rotation_deg", [((0, 1), 0.0), ((), 20.0), ((0, 2), 15.0)])
+@pytest.mark.parametrize("flips, rotation_deg", [((0, 1), 0.0), ((0, 2), 15.0)])  # LPS; flipped and oblique
 def test_masks_of_reoriented_inputs_stay_aligned_with_their_input(case, reference, flips, rotation_deg):
     moved = _reoriented(load_image(case["flair"]), flips, rotation_deg)
     result = segment_scan(moved, model=load_model(resolve_model("default", with_t1=False)))
