@@ -25,7 +25,7 @@ import torch
 
 from wmhkit import __version__
 from wmhkit.errors import InputError
-from wmhkit.io import Volume
+from wmhkit.io import Volume, voxel_volume_ml
 from wmhkit.metrics import label_lesions
 from wmhkit.preprocess import (
     RegistrationFailed,
@@ -265,7 +265,7 @@ def t1_on_flair_grid(t1: Volume, flair: Volume) -> tuple[np.ndarray, dict | None
 
 def lesion_stats(mask: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> dict:
     """Volumes (ml) and 26-connected lesion count of a binary WMH mask inside a brain mask."""
-    voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(affine)
     _, count = label_lesions(mask)  # 26-connected, as the MICCAI 2017 WMH challenge counts lesions
     wmh_ml = float(np.count_nonzero(mask)) * voxel_ml
     brain_ml = float(np.count_nonzero(brain)) * voxel_ml
