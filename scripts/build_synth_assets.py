@@ -251,6 +251,41 @@ def distance_fields(labels):
     }
 
 
+# Colin27 T1 class peaks (lightly smoothed ch2bet histogram): cortex ~85, white matter ~112.
+COLIN_GM_PEAK, COLIN_WM_PEAK = 85.0, 112.0
+# Half-width (mm) of the band around the cortex/white-matter boundary where the GM share is kept.
+GM_SHARE_BAND_MM = 2
+
+
+def gm_share_field(t1, labels):
+    """Grey-matter share of each voxel near the cortex/white-matter boundary, from Colin27's T1.
+
+    Labels give every voxel one class, so the cortex/WM boundary renders as a one-voxel staircase that
+    the point spread turns into blobs; the T1 intensity between the two class peaks is the partial
+    volume a real scan shows there. Kept only within GM_SHARE_BAND_MM of the boundary, in cortex and
+    cerebral WM (0 elsewhere: pure classes render from their labels), stored as share * 250 in uint8.
+    """
+    ts = ndi.gaussian_filter(t1, 0.5)
+    cortex = np.isin(labels, [ID[n] for n in LABELS.values() if n.startswith("gm_cortex")])
+    wm = np.isin(labels, [ID["wm_periventricular"], ID["wm_deep"], ID["wm_juxtacortical"]])
+    near_cortex = ndi.binary_dilation(cortex, iterations=GM_SHARE_BAND_MM)
+    band = near_cortex & ndi.binary_dilation(wm, iterations=GM_SHARE_BAND_MM) & (cortex | wm)
+    share = np.clip((COLIN_WM_PEAK - ts) / (COLIN_WM_PEAK - COLIN_GM_PEAK), 0.0, 1.0)
+    return np.where(band, np.rint(share * 250.0), 0).astype(np.uint8)
+
+
+def colin_t1_on_atlas_grid(src: Path, shape, affine):
+    """Colin27's brain T1 copied onto the atlas grid (both 1 mm and axis-aligned)."""
+    ch = nib.load(str(src / "templates" / "ch2bet.nii.gz"))
+    off = np.rint(np.linalg.solve(affine, ch.affine @ [0, 0, 0, 1])[:3]).astype(int)
+    out = np.zeros(shape, np.float32)
+    # The atlas is cropped to the head: paste only the overlap.
+    lo, hi = np.maximum(off, 0), np.minimum(off + np.array(ch.shape), shape)
+    src_box = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, off))
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = np.asarray(ch.dataobj, np.float32)[src_box]
+    return out
+
+
 def lesion_library(src: Path):
     crops, shapes, centroid, count, patient = [], [], [], [], []
     folder = src / "open_ms" / "lesion_masks"
@@ -294,7 +329,8 @@ def main():
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
     for k, name in LABELS.items():
         print(f"{k:3d} {name:30s} {counts[k] / 1000:9.1f} ml")
-    np.savez_compressed(OUT / "atlas_fields.npz", **distance_fields(labels))
+    t1 = colin_t1_on_atlas_grid(args.sources, labels.shape, affine)
+    np.savez_compressed(OUT / "atlas_fields.npz", **distance_fields(labels), gm_share=gm_share_field(t1, labels))
     lib = lesion_library(args.sources)
     np.savez_compressed(OUT / "lesion_library.npz", **lib)
     print(f"lesion library: {len(lib['voxels'])} components, {lib['voxels'].sum() / 1000:.1f} ml")

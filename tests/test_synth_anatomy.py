@@ -16,7 +16,7 @@ from wmhkit.synth.anatomy import (
     random_spatial_params,
     warp_atlas,
 )
-from wmhkit.synth.contrast import BIAS_SIGMA_MAX, BIAS_SIGMA_MAX_RANDOM, draw_contrast
+from wmhkit.synth.contrast import BIAS_SIGMA_MAX, BIAS_SIGMA_MAX_RANDOM, draw_contrast, render
 
 # A 1 mm training grid over the middle of the brain: real sulcal scale, ~1 s a case.
 MID = dict(profile="train", work_spacing_mm=1.0, train_shape=(96, 112, 80))
@@ -44,6 +44,29 @@ def test_sulcal_csf_fraction_is_soft_and_follows_the_labels():
     # Thin sulci are partly cortex: the fraction there is between the pure classes, not 0/1.
     assert 0.35 < np.median(anat.csf_frac[sulcal]) < 0.95
     assert np.median(anat.csf_frac[wm]) < 0.02
+
+
+def test_cortex_white_matter_boundary_renders_as_a_blend():
+    # Boundary voxels hold both tissues: labelled WM with a GM share near one half, they must render
+    # between pure WM and pure cortex, not at the WM level their label alone would give.
+    atlas = load_atlas()
+    assert atlas.gm_share.max() <= 1.0 and (atlas.gm_share > 0).any()
+    rng = sample_rng(5)
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    contrast = draw_contrast(rng, random_contrast=False)
+    contrast.update(texture=0.0, bias_sigma=0.0, vessels=0, flow_artefact=0.0, pv_gradient=0.0, jc_gradient=0.0,
+                    ependymal_rim=0.0)
+    flair, _ = render(rng, anat, np.zeros(anat.labels.shape, np.float32), contrast, 1.0)
+    wm = (anat.labels == atlas.id("wm_juxtacortical")) & (anat.csf_frac < 0.02)
+    cortex = (anat.labels == atlas.id("gm_cortex_frontal")) & (anat.csf_frac < 0.02)
+    pure_wm = np.median(flair[wm & (anat.gm_share == 0)])
+    pure_gm = np.median(flair[cortex & (anat.gm_share > 0.95)])
+    mixed = np.median(flair[wm & (anat.gm_share > 0.3) & (anat.gm_share < 0.45)])
+    assert pure_gm > pure_wm * 1.05
+    share = (mixed - pure_wm) / (pure_gm - pure_wm)
+    assert 0.2 < share < 0.6, share
 
 
 def test_thin_sulci_render_grey_not_as_dark_as_ventricles():

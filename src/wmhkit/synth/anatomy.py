@@ -49,6 +49,8 @@ class Atlas:
         inside), distance (mm) from sulcal CSF or the brain's outside (0 there), and depth (mm) below
         the head's surface.
     csf_frac : float32 (X, Y, Z) in [0, 1]: sulcal CSF partial-volume fraction (smoothed CSF mask)
+    gm_share : float32 (X, Y, Z) in [0, 1]: grey-matter share near the cortex/white-matter boundary
+        (from Colin27's T1 intensity between its GM and WM peaks; 0 away from the boundary)
     """
 
     labels: np.ndarray
@@ -56,6 +58,7 @@ class Atlas:
     names: dict[int, str]
     fields: np.ndarray
     csf_frac: np.ndarray
+    gm_share: np.ndarray
 
     def ids(self, names) -> list[int]:
         inverse = {v: k for k, v in self.names.items()}
@@ -76,10 +79,12 @@ def load_atlas() -> Atlas:
         d_vent = npz["d_vent"].astype(np.float32) / 2.0 - 30.0
         d_csf = npz["d_csf"].astype(np.float32) / 4.0
         d_skin = npz["d_skin"].astype(np.float32) / 8.0
+        gm_share = npz["gm_share"].astype(np.float32) / 250.0
     fields = np.stack([d_vent, d_csf, d_skin])
     sulcal = [k for k, v in names.items() if v == "csf_sulcal_extracerebral"][0]
     csf_frac = ndi.gaussian_filter((labels == sulcal).astype(np.float32), SULCAL_PV_SIGMA_MM, truncate=3.0)
-    return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields, csf_frac=csf_frac)
+    return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields, csf_frac=csf_frac,
+                 gm_share=gm_share)
 
 
 @lru_cache(maxsize=1)
@@ -87,10 +92,12 @@ def _atlas_tensors():
     atlas = load_atlas()
     # Labels and distance maps in one tensor: one nearest-neighbour grid_sample call fetches them all
     # (1 mm nearest is precise enough for the mm-scale thresholds applied to the distances).
-    # The CSF fraction rides along only to find where it is non-zero; it is then interpolated there
-    # (nearest sampling of one-voxel sulci on a rotated grid breaks them into dashes).
-    stacked = np.concatenate([atlas.labels[None].astype(np.float32), atlas.fields, atlas.csf_frac[None]])
-    return torch.from_numpy(stacked)[None], torch.from_numpy(atlas.csf_frac)[None, None]
+    # The CSF fraction and GM share ride along only to find where they are non-zero; they are then
+    # interpolated there (nearest sampling of one-voxel sulci on a rotated grid breaks them into dashes).
+    stacked = np.concatenate([atlas.labels[None].astype(np.float32), atlas.fields, atlas.csf_frac[None],
+                              atlas.gm_share[None]])
+    return (torch.from_numpy(stacked)[None], torch.from_numpy(atlas.csf_frac)[None, None],
+            torch.from_numpy(atlas.gm_share)[None, None])
 
 
 def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> dict:
@@ -139,6 +146,7 @@ class WarpedAnatomy:
     atlas_y : float32 (X, Y, Z) atlas (MNI) anterior-posterior coordinate shown at each voxel (mm)
     csf_frac : float32 (X, Y, Z) sulcal CSF partial-volume fraction in [0, 1] (trilinear)
     d_skin : float32 (X, Y, Z) depth (mm, atlas) below the head's surface
+    gm_share : float32 (X, Y, Z) grey-matter share near the cortex/white-matter boundary (trilinear)
     """
 
     labels: np.ndarray
@@ -147,6 +155,7 @@ class WarpedAnatomy:
     atlas_y: np.ndarray
     csf_frac: np.ndarray
     d_skin: np.ndarray
+    gm_share: np.ndarray
 
 
 def warp_atlas(
@@ -154,7 +163,7 @@ def warp_atlas(
 ) -> WarpedAnatomy:
     """Warp the atlas onto a working grid (``grid_affine``: voxel -> world mm, axis-aligned or not)."""
     atlas = load_atlas()
-    atlas_t, frac_t = _atlas_tensors()
+    atlas_t, frac_t, share_t = _atlas_tensors()
     # Working voxel -> atlas voxel, linear part: inv(atlas) @ inv(world<-atlas) @ grid.
     world_from_atlas = np.eye(4)
     world_from_atlas[:3, :3] = params["matrix"]
@@ -182,6 +191,7 @@ def warp_atlas(
     sampled = F.grid_sample(atlas_t, grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
     labels, fields = sampled[0], sampled[1:4]
     csf_frac = _interpolate_where_nonzero(frac_t, grid, sampled[4])
+    gm_share = _interpolate_where_nonzero(share_t, grid, sampled[5])
     atlas_y = (full[1] + 1.0) * (n_atlas[1] - 1) / 2.0 * atlas.affine[1, 1] + atlas.affine[1, 3]
     return WarpedAnatomy(
         labels=labels.numpy().astype(np.uint8),
@@ -190,6 +200,7 @@ def warp_atlas(
         atlas_y=atlas_y.astype(np.float32),
         csf_frac=csf_frac.numpy(),
         d_skin=fields[2].numpy(),
+        gm_share=gm_share.numpy(),
     )
 
 

@@ -174,6 +174,9 @@ def render(
         dgm_tissue = np.isin(labels[dgm_box], dgm_ids + atlas.ids(WM_CLASSES))
     bias = np.exp(contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2))
     pv_idx, pv_frac, pv_is_csf = _sulcal_partial_volume(anat)
+    share_idx, share, share_in_cortex = _cortex_wm_partial_volume(anat)
+    share_labels = labels.reshape(-1)[share_idx]
+    cortex_ids = atlas.ids(CORTEX_CLASSES)
     images = []
     for m, modality in enumerate(("flair", "t1")):
         mean = contrast[f"{modality}_mean"]
@@ -188,6 +191,12 @@ def render(
             img[dgm_box] = np.where(dgm_tissue, soft, sub)
         img += std[labels] * rng.standard_normal(shape, dtype=np.float32)
         flat = img.reshape(-1)
+        if share_idx.size:
+            # Cortex/white-matter boundary voxels hold both tissues in the proportion Colin27's T1 shows
+            # there, instead of the label's one class (a staircase that the point spread turns into blobs).
+            gm_level = np.where(share_in_cortex, mean[share_labels], mean[cortex_ids].mean())
+            wm_level = np.where(share_in_cortex, mean[atlas.id("wm_juxtacortical")], mean[share_labels])
+            flat[share_idx] += wm_level + share * (gm_level - wm_level) - mean[share_labels]
         flat[wm_idx] *= 1.0 + (wm_gradient if modality == "flair" else -0.5 * wm_gradient)
         if pv_idx.size:
             # A CSF-labelled voxel's other share is cortex (sulci lie between cortical banks).
@@ -234,6 +243,18 @@ def _sulcal_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray,
     idx = idx[np.isin(anat.labels.reshape(-1)[idx], atlas.ids(PV_CLASSES))]
     is_csf = anat.labels.reshape(-1)[idx] == atlas.id("csf_sulcal_extracerebral")
     return idx, np.clip(frac[idx], 0.0, 1.0), is_csf
+
+
+def _cortex_wm_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of cortex and white-matter voxels near their common boundary, their grey-matter
+    share, and which are cortex-labelled."""
+    atlas = load_atlas()
+    share = anat.gm_share.reshape(-1)
+    idx = np.flatnonzero(share > 0.0)
+    labels = anat.labels.reshape(-1)[idx]
+    keep = np.isin(labels, atlas.ids(CORTEX_CLASSES + WM_CLASSES))
+    idx, labels = idx[keep], labels[keep]
+    return idx, np.clip(share[idx], 0.0, 1.0), np.isin(labels, atlas.ids(CORTEX_CLASSES))
 
 
 def _vessel_mask(rng: np.random.Generator, labels: np.ndarray, count: int) -> np.ndarray | None:
