@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from wmhkit.io import load_image, load_labels, voxel_spacing
 from wmhkit.preprocess import brain_box, resample, to_canonical, to_slice_stack
-from wmhkit.train.inputs import background_values, build_inputs, input_channels
+from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input_channels
 
 # Bump when the cached arrays change meaning: older cache files are then regenerated, not reused.
 CACHE_VERSION = 2
@@ -245,12 +245,12 @@ def _real_case(record, kind: str, brain_fn, source: str) -> Case:
 
         brain = extract_brain(flair.data, flair.affine).mask > 0
     t1 = None
-    if record.t1 is not None and kind != "flair":
+    if record.t1 is not None and kind in NEEDS_T1:
         t1_volume = load_image(record.t1)
         t1 = t1_volume.data
         if t1_volume.shape != flair.shape or not np.allclose(t1_volume.affine, flair.affine, atol=1e-3):
             t1 = resample(t1, t1_volume.affine, flair.shape, flair.affine)
-    if kind != "flair" and t1 is None:
+    if kind in NEEDS_T1 and t1 is None:
         raise ValueError(f"case {record.case_id} ({record.flair}) has no T1, which input kind {kind!r} needs")
     wmh = None
     if record.wmh is not None:
