@@ -28,6 +28,10 @@ train-default: $(STAMP)
 		--set 'data.inputs="colour_flair"'
 	$(PY) scripts/ship_model.py runs/default_flair_t1/model.pt sidefcn-flair-t1 --version $(MODEL_VERSION)
 	$(PY) scripts/ship_model.py runs/default_flair/model.pt sidefcn-flair --version $(MODEL_VERSION)
+	$(VENV)/bin/wmhkit train --config configs/wm_sidefcn_flair.toml --out runs/default_wm_flair
+	$(VENV)/bin/wmhkit train --config configs/wm_sidefcn_flair.toml --out runs/default_wm_flair2 \
+		--init runs/default_wm_flair/model.pt --steps 1200 --lr 5e-4 --set run.validate_every=600
+	$(PY) scripts/ship_model.py runs/default_wm_flair2/model.pt wm-sidefcn-flair --version $(MODEL_VERSION)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""Copy a trained model into the package as a shipped WMH model (used by `make train-default`).
+"""Copy a trained model into the package as a shipped WMH or anatomy model (used by `make train-default`).
 
     python scripts/ship_model.py runs/default_flair_t1/model.pt sidefcn-flair-t1 --version 2026.11
 
@@ -17,13 +17,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from wmhkit.io import save_torch
-from wmhkit.segment import SHIPPED_MODELS, shipped_model_path
+from wmhkit.segment import ANATOMY_MODELS, SHIPPED_MODELS, shipped_model_path
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model.pt exported by `wmhkit train`")
-    parser.add_argument("name", choices=sorted(SHIPPED_MODELS))
+    parser.add_argument("name", choices=sorted(SHIPPED_MODELS) + sorted(ANATOMY_MODELS))
     parser.add_argument("--version", required=True)
     args = parser.parse_args()
     payload = torch.load(args.model, map_location="cpu", weights_only=True)

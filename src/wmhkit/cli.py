@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "wmhkit.commands.brainmask",
     "wmhkit.commands.train",
     "wmhkit.commands.pretrain",
+    "wmhkit.commands.selftrain",
 ]
 
 DESCRIPTION = """\

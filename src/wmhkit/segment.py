@@ -42,6 +42,10 @@ SHIPPED_MODELS = {
     "sidefcn-flair-t1": "wmh_sidefcn_flair_t1.pt",
     "sidefcn-flair": "wmh_sidefcn_flair.pt",
 }
+# Anatomy models other stages use (not offered by --model): white matter for annotation-free training.
+ANATOMY_MODELS = {
+    "wm-sidefcn-flair": "wm_sidefcn_flair.pt",
+}
 DEFAULT_WITH_T1 = "sidefcn-flair-t1"
 DEFAULT_FLAIR_ONLY = "sidefcn-flair"
 # Two grids closer than this (mm, any affine entry) are one grid: no registration needed.
@@ -90,7 +94,9 @@ class Segmentation:
 
 
 def shipped_model_path(name: str) -> Path:
-    resource = resources.files("wmhkit").joinpath("data", "models", SHIPPED_MODELS[name])
+    """File of a shipped WMH model (:data:`SHIPPED_MODELS`) or anatomy model (:data:`ANATOMY_MODELS`)."""
+    filename = SHIPPED_MODELS.get(name) or ANATOMY_MODELS[name]
+    resource = resources.files("wmhkit").joinpath("data", "models", filename)
     return Path(str(resource))
 
 

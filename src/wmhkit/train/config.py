@@ -41,12 +41,13 @@ DEFAULTS: dict[str, dict] = {
         "rot90_y": 0.0,  # 3D: 90/180/270 degree turns about y (Zeng & Zheng), wmhkit.train.rotate
     },
     "loss": {
-        "name": "dice_bce",  # dice_bce | focal | tversky | any name registered with register_loss
+        "name": "dice_bce",  # dice_bce | focal | tversky | bootstrap (noise-robust) | register_loss names
         "deep_supervision": [1.0, 0.5, 0.25],
         "batch_dice": False,  # dice_bce: one Dice over the whole batch instead of the mean of per-sample Dice
         "focal_gamma": 2.0,
         "tversky_alpha": 0.3,
         "tversky_beta": 0.7,
+        "bootstrap_beta": 0.8,  # bootstrap: weight of the given label against the network's own belief
     },
     "optim": {
         "name": "adamw",  # adam | adamw | sgd

@@ -68,6 +68,16 @@ def tversky_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.3,
     return (1 - (tp + eps) / (tp + alpha * fp + beta * fn + eps)).mean()
 
 
+def bootstrap_dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, beta: float = 0.8,
+                            batch_dice: bool = False) -> torch.Tensor:
+    """Dice + BCE against a soft-bootstrapped target (Reed et al. 2015): ``beta`` x the given label +
+    (1 - ``beta``) x the network's own (detached) probability. With noisy labels, such as annotation-
+    free pseudo-labels, a confident prediction that disagrees with its label is penalised less, so
+    the network is not forced to memorise the label noise. ``beta = 1`` is plain Dice + BCE."""
+    soft = beta * target + (1.0 - beta) * torch.sigmoid(logits.detach().float())
+    return dice_bce_loss(logits, soft, batch_dice)
+
+
 # Name -> loss(logits, target, **options). register_loss() is the hook for other losses, e.g. the
 # noise-robust ones that annotation-free training needs.
 LOSSES = {
@@ -75,6 +85,8 @@ LOSSES = {
     "focal": lambda logits, target, focal_gamma=2.0, **_: focal_loss(logits, target, focal_gamma),
     "tversky": lambda logits, target, tversky_alpha=0.3, tversky_beta=0.7, **_: tversky_loss(
         logits, target, tversky_alpha, tversky_beta),
+    "bootstrap": lambda logits, target, bootstrap_beta=0.8, batch_dice=False, **_: bootstrap_dice_bce_loss(
+        logits, target, bootstrap_beta, batch_dice),
 }
 
 
