@@ -15,9 +15,11 @@ The normal-appearing reference (our choice; docs/selftrain.md explains it):
   periventricular rise are all slower than that and drop out.
 
 A voxel's abnormality is its z-score against that reference. Pseudo-lesions are hysteresis components
-(seeds above ``high``, grown through voxels above ``low``) inside the white matter, seeded only away
-from grey-matter-bright tissue (cortex, deep grey matter, septum: partial volume there looks like
-lesion) and from CSF borders (ependymal rims), and at least ``min_volume_ml`` large.
+(seeds above ``high``, grown through voxels above ``low``) inside the white matter (closed, holes
+filled: see :func:`lesion_search_region`), seeded only away from grey-matter-bright tissue (cortex,
+deep grey matter, septum: partial volume there looks like lesion), from CSF borders (ependymal rims)
+and from sulcal CSF, at least ``min_volume_ml`` large, bright enough on average and mostly inside the
+segmenter's white matter.
 """
 
 from __future__ import annotations
