@@ -17,6 +17,7 @@ one is skipped. ``RUN/model.pt`` is the last round's model, so ``wmhkit segment 
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import shutil
 from dataclasses import dataclass
@@ -172,11 +173,11 @@ def selftrain(
         raise InputError(None, f"--rounds must be at least 1, got {rounds}")
     out = Path(out)
     flairs = find_flairs(inputs, exclude)
+    config = load_config(config_path or DEFAULT_CONFIG, overrides)  # before the slow stage: a bad --set fails now
     out.mkdir(parents=True, exist_ok=True)
     scans = [prepare_scan(p, out, device=device)
              for p in tqdm(flairs, desc="pseudo-labels", unit="scan", disable=not progress)]
     _write_summary(out, scans)
-    config = load_config(config_path or DEFAULT_CONFIG, overrides)
     first_steps = int(steps or config["optim"]["steps"])
     later_steps = int(round_steps or max(1, first_steps // 3))
     labels = {s.stem: s.pseudo for s in scans}
@@ -186,7 +187,7 @@ def selftrain(
         if k > 1:
             labels = relabel(previous, scans, out / f"labels_round{k}", device=device)
         data = round_cases(scans, labels, out / f"cases_round{k}")
-        round_config = load_config(config_path or DEFAULT_CONFIG, overrides)
+        round_config = copy.deepcopy(config)
         round_config["data"]["real"] = [str(data)]
         round_config["data"]["test"] = list(test or [])
         round_config["optim"]["steps"] = first_steps if (k == 1 and init is None) else later_steps
