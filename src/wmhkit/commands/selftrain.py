@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         "RUN/pseudo/<stem>_desc-pseudo_mask.nii.gz); a network is trained on them with a noise-robust "
         "loss, then relabels the scans with its confident predictions for the next round. RUN/model.pt "
         "is the result: `wmhkit segment --model RUN`. Re-running the same command resumes.",
-        epilog="examples:\n  wmhkit selftrain ../shared/data/open_ms/unlabeled_clinical -o runs/selftrain\n"
+        epilog="examples:\n  wmhkit selftrain scans/ -o runs/selftrain\n"
         "  wmhkit selftrain scans/ -o runs/site --init sidefcn-flair --rounds 2\n"
         "  wmhkit selftrain scans/ -o runs/x --exclude 'patient19_*' --test labeled/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
