@@ -162,8 +162,7 @@ def pseudo_labels(
         return PseudoLabels(empty, score, white, seed_region)
     seeded = np.zeros(count + 1, bool)
     seeded[np.unique(labels[(score > high) & seed_region & grow])] = True
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    big = np.bincount(labels.ravel(), minlength=count + 1) * voxel_ml >= min_volume_ml
+    big = component_volumes_ml(labels, count, affine) >= min_volume_ml
     # Component-level checks: cortex that reaches the growth threshold does so barely (mean z ~3.3 on
     # synthetic brains, lesions 3.6-6); a component mostly outside the segmenter's white matter came in
     # through the hole filling (cerebellar cortex, septum).
@@ -191,6 +190,13 @@ def label_scan(flair: np.ndarray, affine: np.ndarray, *, device: str = "cpu"
         raise ValueError("no brain found in this image (is it a head scan?)")
     corrected = n4_bias_correct(flair, affine, brain)[0]
     return corrected, brain, pseudo_labels(corrected, affine, brain, device=device)
+
+
+def component_volumes_ml(labels: np.ndarray, count: int, affine: np.ndarray) -> np.ndarray:
+    """Volume (ml) of each labelled component, index 0 = background: (count + 1,) float."""
+    from wmhkit.io import voxel_volume_ml
+
+    return np.bincount(labels.ravel(), minlength=count + 1) * voxel_volume_ml(affine)
 
 
 def _normalised_blur(values: np.ndarray, weight: np.ndarray, sigma) -> np.ndarray:

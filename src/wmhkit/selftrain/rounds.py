@@ -32,11 +32,10 @@ from wmhkit.io import (
     load_image,
     load_labels,
     save_volume,
-    voxel_volume_ml,
     write_json,
 )
 from wmhkit.metrics import label_lesions
-from wmhkit.selftrain.pseudo import label_scan
+from wmhkit.selftrain.pseudo import component_volumes_ml, label_scan
 
 # The recipe of every round (a package file, so that an installed wheel has it too).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "selftrain_cpu.toml"
@@ -203,13 +202,14 @@ def selftrain(
 
 
 def _write_summary(out: Path, scans: list[Scan]) -> None:
+    from wmhkit.segment import lesion_stats
+
     rows = []
     for scan in scans:
         volume = load_labels(scan.pseudo)
-        mask = volume.data > 0
-        _, count = label_lesions(mask)
-        volume_ml = float(mask.sum()) * voxel_volume_ml(volume.affine)
-        rows.append({"scan": str(scan.source), "pseudo_ml": round(volume_ml, 3), "pseudo_lesions": int(count)})
+        stats = lesion_stats(volume.data > 0, load_labels(scan.folder / "brainmask.nii.gz").data > 0, volume.affine)
+        rows.append({"scan": str(scan.source), "pseudo_ml": round(stats["wmh_volume_ml"], 3),
+                     "pseudo_lesions": stats["lesion_count"]})
     write_json(out / "pseudo" / "summary.json", rows, force=True)
 
 
@@ -217,7 +217,7 @@ def _large_lesions(mask: np.ndarray, affine: np.ndarray, min_volume_ml: float) -
     labels, count = label_lesions(mask)
     if count == 0:
         return np.zeros(mask.shape, np.uint8)
-    keep = np.bincount(labels.ravel(), minlength=count + 1) * voxel_volume_ml(affine) >= min_volume_ml
+    keep = component_volumes_ml(labels, count, affine) >= min_volume_ml
     keep[0] = False
     return keep[labels].astype(np.uint8)
 
