@@ -68,7 +68,9 @@ def main() -> None:
         print(f"| {name} | {d:.3f} | {v_ours:.0f} | {v_ref:.0f} | {s_ours:.1f} | {s_ref:.1f} |")
     d = np.array([r[1] for r in rows])
     speed = np.array([r[5] / r[4] for r in rows])
-    print(f"\nmean Dice {d.mean():.3f}, min {d.min():.3f} ({len(rows)} scans); wmhkit {np.median(speed):.0f}x faster (median)")
+    worst = rows[int(np.argmin(d))][0]
+    print(f"\nmean Dice {d.mean():.4f}, min {d.min():.4f} ({worst}) over {len(rows)} scans; "
+          f"wmhkit {np.median(speed):.0f}x faster (median)")
     columns = 5
     rows_n = int(np.ceil(len(tiles) / columns))
     fig, axes = plt.subplots(rows_n, columns, figsize=(3 * columns, 3 * rows_n), squeeze=False)

@@ -28,6 +28,10 @@ STRIPPED_BRAIN_ML = (700.0, 2200.0)
 STRIPPED_ZERO_SHARE = 0.3
 # Models carry their own cut-off, calibrated on held-out synthetic heads (scripts/eval_brain_synthetic.py).
 DEFAULT_THRESHOLD = 0.5
+# Thick-slice clinical scans and isotropic 3D heads fail differently (the first lose brain at the slice
+# blur, the second leak into the neck), so a model may carry one cut-off per geometry.
+GEOMETRIES = ("thick_slice", "isotropic")
+THICK_SLICE_MM = 2.0
 FOV_EDGE_PAD = 4  # working-grid voxels (12 mm) of edge-repeated slices above and below the scan
 
 
@@ -73,6 +77,22 @@ def looks_skull_stripped(image: np.ndarray, affine: np.ndarray) -> bool:
     return STRIPPED_BRAIN_ML[0] <= largest * voxel_ml <= STRIPPED_BRAIN_ML[1]
 
 
+def acquisition_geometry(affine: np.ndarray) -> str:
+    """``"thick_slice"`` when the largest voxel side is >= 2 mm and 1.5x the smallest, else ``"isotropic"``."""
+    sides = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    thick = sides.max() >= THICK_SLICE_MM and sides.max() >= 1.5 * sides.min()
+    return "thick_slice" if thick else "isotropic"
+
+
+def model_threshold(model: BrainFCN, affine: np.ndarray) -> float:
+    """The model's calibrated cut-off for an image with this affine (its geometry's, else its single one)."""
+    per_geometry = getattr(model, "mask_thresholds", {}) or {}
+    geometry = acquisition_geometry(affine)
+    if geometry in per_geometry:
+        return float(per_geometry[geometry])
+    return float(getattr(model, "mask_threshold", DEFAULT_THRESHOLD))
+
+
 def clean_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Largest 6-connected component of ``probability >= threshold`` with its holes filled (bool)."""
     mask = probability >= threshold
@@ -115,7 +135,8 @@ def extract_brain(
     image : (X, Y, Z) any MR contrast, skull on or off
     affine : its 4x4 voxel-to-world affine (mm)
     model : a BrainFCN; default the shipped one
-    threshold : probability cut-off; default the model's calibrated one (``model.mask_threshold``)
+    threshold : probability cut-off; default the model's calibrated one for this geometry
+        (:func:`model_threshold`)
     detect_stripped : if the image is already skull-stripped, return its non-zero region unchanged
     """
     voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
@@ -125,7 +146,7 @@ def extract_brain(
     model = model or load_brain_model()
     probability = predict_probability(model, image, affine)
     if threshold is None:
-        threshold = getattr(model, "mask_threshold", DEFAULT_THRESHOLD)
+        threshold = model_threshold(model, affine)
     mask = clean_mask(probability, threshold)
     return BrainResult(mask.astype(np.uint8), probability, False, float(mask.sum() * voxel_ml))
 
@@ -140,14 +161,28 @@ def load_brain_model_file(path: str | Path) -> BrainFCN:
     payload = torch.load(str(path), map_location="cpu", weights_only=True)
     model = BrainFCN(**payload["config"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
-    model.mask_threshold = float(payload.get("info", {}).get("threshold", DEFAULT_THRESHOLD))
+    info = payload.get("info", {})
+    model.mask_threshold = float(info.get("threshold", DEFAULT_THRESHOLD))
+    model.mask_thresholds = {g: float(t) for g, t in info.get("thresholds", {}).items() if g in GEOMETRIES}
     return model.eval()
 
 
-def set_model_threshold(path: str | Path, threshold: float) -> None:
-    """Record a calibrated probability cut-off in a saved brain model file (atomically)."""
+def set_model_threshold(path: str | Path, threshold: float, per_geometry: dict[str, float] | None = None) -> None:
+    """Record calibrated probability cut-offs in a saved brain model file (atomically).
+
+    ``threshold`` is the single cut-off (used for a geometry without its own); ``per_geometry`` maps
+    names of :data:`GEOMETRIES` to their own cut-offs.
+    """
+    unknown = set(per_geometry or {}) - set(GEOMETRIES)
+    if unknown:
+        raise ValueError(f"unknown geometries {sorted(unknown)}; expected {GEOMETRIES}")
     payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    payload.setdefault("info", {})["threshold"] = float(threshold)
+    info = payload.setdefault("info", {})
+    info["threshold"] = float(threshold)
+    if per_geometry:
+        info["thresholds"] = {str(g): float(t) for g, t in per_geometry.items()}
+    else:
+        info.pop("thresholds", None)
     save_torch(payload, path)
 
 
