@@ -50,6 +50,21 @@ def test_unet_flair_only_and_batchnorm():
     assert model(torch.randn(2, 1, 200, 200)).shape == (2, 1, 200, 200)
 
 
+def test_unet_instance_norm_uses_each_slice_own_statistics():
+    torch.manual_seed(0)
+    model = UNet2D(in_channels=1, width=0.125, norm="instance").eval()
+    assert sum(isinstance(m, nn.InstanceNorm2d) for m in model.modules()) == 14
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(2, 1, 32, 32)
+    # Unlike BatchNorm's running statistics, a global gain of the input is normalised away (an offset
+    # is too, except at the zero-padded borders).
+    assert torch.allclose(model(x), model(3.0 * x), atol=1e-3)
+    batch = UNet2D(in_channels=1, width=0.125, norm="batch").eval()
+    assert not torch.allclose(batch(x), batch(3.0 * x), atol=1e-3)
+    with pytest.raises(ValueError, match="norm"):
+        UNet2D(norm="group")
+
+
 def test_unet_has_exactly_15_convs_with_paper_kernels():
     layers = convs(build_unet2d("v2", width=0.125))
     assert len(layers) == 15
@@ -126,7 +141,7 @@ def test_unet_learns_toy_square(variant):
     assert after < 0.75 * before
 
 
-@pytest.mark.parametrize("norm", [None, "batch"])
+@pytest.mark.parametrize("norm", [None, "batch", "instance"])
 def test_unet_rebuild_from_config(norm):
     torch.manual_seed(0)
     model = build_unet2d("v3", width=0.125, norm=norm).eval()
