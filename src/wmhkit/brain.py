@@ -2,7 +2,8 @@
 
 Pipeline (inference): native grid -> RAS voxel order -> isotropic working grid (3 mm) covering the field
 of view -> intensity scaling -> :class:`wmhkit.models.msfcn.BrainFCN` -> brain probability resampled
-linearly to the native grid -> threshold, largest component, holes filled -> native voxel order.
+linearly to the native grid -> threshold (the model's calibrated cut-off for the scan's acquisition
+geometry: thick-slice or isotropic), largest component, holes filled -> native voxel order.
 """
 
 from __future__ import annotations
