@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from wmhkit.io import save_torch
+from wmhkit.io import save_torch, voxel_spacing
 from wmhkit.models.msfcn import BrainFCN
 from wmhkit.preprocess import from_canonical, resample, to_canonical, working_grid
 
@@ -80,7 +80,7 @@ def looks_skull_stripped(image: np.ndarray, affine: np.ndarray) -> bool:
 
 def acquisition_geometry(affine: np.ndarray) -> str:
     """``"thick_slice"`` when the largest voxel side is >= 2 mm and 1.5x the smallest, else ``"isotropic"``."""
-    sides = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    sides = voxel_spacing(affine)
     thick = sides.max() >= THICK_SLICE_MM and sides.max() >= 1.5 * sides.min()
     return "thick_slice" if thick else "isotropic"
 
