@@ -36,6 +36,15 @@ ATLAS_CENTRE_MM = np.array([0.0, -18.0, 12.0])
 # Partial volume of sulcal CSF (Gaussian sigma, mm, on the 1 mm atlas): Colin27's sulci are mostly one
 # voxel wide, so a real voxel there holds about half CSF, half cortex (a grey line on FLAIR, not black).
 SULCAL_PV_SIGMA_MM = 0.65
+# Cortex labels lining the ventricles (see _ventricle_lining): within this distance (mm) of a lateral
+# ventricle, farther than this from sulcal CSF, above this MNI height.
+LINING_MAX_VENTRICLE_MM = 2.0
+LINING_MIN_SULCAL_MM = 4.0
+LINING_MIN_Z_MM = -5.0
+# Ventricles grown by at least this much (mm) absorb the thin tissue sheets left inside them; the
+# closing that finds those sheets bridges gaps up to about twice its radius (mm).
+BRIDGE_MIN_GROWTH_MM = 1.5
+BRIDGE_CLOSING_MM = 1.5
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,30 @@ def load_atlas() -> Atlas:
         d_csf = npz["d_csf"].astype(np.float32) / 4.0
         d_skin = npz["d_skin"].astype(np.float32) / 8.0
         gm_share = npz["gm_share"].astype(np.float32) / 250.0
+    lining = _ventricle_lining(labels, names, d_vent, d_csf, img.affine)
+    labels[lining] = [k for k, v in names.items() if v == "wm_periventricular"][0]
+    gm_share[lining] = 0.0
     fields = np.stack([d_vent, d_csf, d_skin])
     sulcal = [k for k, v in names.items() if v == "csf_sulcal_extracerebral"][0]
     csf_frac = ndi.gaussian_filter((labels == sulcal).astype(np.float32), SULCAL_PV_SIGMA_MM, truncate=3.0)
     return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields, csf_frac=csf_frac,
                  gm_share=gm_share)
+
+
+def _ventricle_lining(labels: np.ndarray, names: dict[int, str], d_vent: np.ndarray, d_csf: np.ndarray,
+                      affine: np.ndarray) -> np.ndarray:
+    """Cortex-labelled voxels lining the lateral ventricles' bodies: a segmentation artefact to undo.
+
+    Colin27's intensity segmentation calls the partial-volume voxels between ventricle and white matter
+    grey matter (their T1 lies between CSF and WM), about 4 ml in a one-voxel shell. Rendered as cortex
+    they are a bright ring around every ventricle, and grown ventricles leave them as a grey line inside
+    a dark rim. Real cortex that far from sulcal CSF (> 4 mm) yet within 2 mm of a ventricle exists only
+    at the temporal horns (hippocampus), below the 5 mm-under-the-origin cut.
+    """
+    cortex = np.isin(labels, [k for k, v in names.items() if v in CORTEX_CLASSES])
+    z_mm = affine[2, 2] * np.arange(labels.shape[2]) + affine[2, 3]
+    above_temporal_horns = (z_mm > LINING_MIN_Z_MM)[None, None, :]
+    return cortex & (d_vent <= LINING_MAX_VENTRICLE_MM) & (d_csf > LINING_MIN_SULCAL_MM) & above_temporal_horns
 
 
 @lru_cache(maxsize=1)
@@ -254,6 +282,8 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
         anat.labels, atlas.ids(WM_CLASSES + ("gm_deep_striatum", "choroid_plexus"))
     )
     anat.labels[around_vent & (anat.d_vent < grow_v)] = lateral
+    if grow_v >= BRIDGE_MIN_GROWTH_MM:
+        _absorb_ventricle_remnants(anat.labels, spacing_mm)
     anat.d_vent -= grow_v
     shape = anat.labels.shape
     flat = anat.labels.reshape(-1)
@@ -268,6 +298,28 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     frac[cortex_idx] = np.maximum(frac[cortex_idx], np.clip(depth - d + 0.5, 0.0, 1.0))
     anat.d_csf -= thin_c
     return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c}
+
+
+def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float) -> None:
+    """Turn thin tissue left between grown ventricle parts into ventricle, in place.
+
+    Growing the ventricles into white matter but not into the thalamus leaves thin thalamus and fornix
+    sheets standing inside the enlarged ventricle: a grey line within a dark rim that real old brains
+    never show. A closing of the ventricles (~1.5 mm) finds such sheets; the septum pellucidum, a real
+    membrane between the lateral ventricles, is kept.
+    """
+    from wmhkit.preprocess import mask_bounding_box
+
+    atlas = load_atlas()
+    ventricle = labels == atlas.id("csf_lateral_ventricle")
+    steps = max(1, int(round(BRIDGE_CLOSING_MM / spacing_mm)))
+    box = mask_bounding_box(ventricle, 2 * steps)
+    if box is None:
+        return
+    sub = labels[box]
+    closed = ndi.binary_closing(ventricle[box], structure=ndi.generate_binary_structure(3, 1), iterations=steps)
+    absorbable = np.isin(sub, atlas.ids(WM_CLASSES + ("gm_deep_thalamus", "gm_deep_striatum", "choroid_plexus")))
+    sub[closed & absorbable] = atlas.id("csf_lateral_ventricle")
 
 
 def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:

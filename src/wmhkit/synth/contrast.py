@@ -1,7 +1,7 @@
 """Image formation on the working grid: per-class intensities, lesions, distractors, bias field.
 
 Intensities are relative to white matter (WM = 1). Each class has a FLAIR and a T1 range chosen so that
-the usual orderings hold (FLAIR: CSF dark, WM < GM < lesion; T1: CSF < GM < WM) while the exact values
+the usual orderings hold (FLAIR: CSF dark, WM < GM, lesions brighter than WM; T1: CSF < GM < WM) while the exact values
 vary widely from sample to sample; a share of samples instead gets fully random contrasts (domain
 randomisation, as in SynthSeg) so that the network cannot rely on any one scanner's look.
 """
@@ -39,11 +39,13 @@ CLASS_RANGES = {
     "wm_periventricular": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_deep": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_juxtacortical": ("wm", (1.0, 1.0), (1.0, 1.0)),
-    # Real FLAIRs show the cortex as a clearly brighter ribbon; on the thin Colin27 cortex (partial volume
-    # with CSF, see render) 1.1-1.35 x WM reads like them.
-    "gm_cortex_frontal": ("gm", (1.1, 1.35), (0.55, 0.8)),
-    "gm_cortex_parietooccipital": ("gm", (1.1, 1.35), (0.55, 0.8)),
-    "gm_cortex_temporal": ("gm", (1.1, 1.35), (0.55, 0.8)),
+    # Real FLAIRs show the cortex as a clearly brighter ribbon. The rendered cortex loses much of its
+    # drawn value to partial volume with sulcal CSF and white matter (see render): drawn at 1.1-1.35 x WM
+    # it rendered at ~1.0 x, and the brain's FLAIR spread (interquartile range / median) was 0.14 against
+    # 0.24 on real clinical scans (scripts/compare_flair_intensities.py); 1.3-1.6 gives 0.21.
+    "gm_cortex_frontal": ("gm", (1.3, 1.6), (0.55, 0.8)),
+    "gm_cortex_parietooccipital": ("gm", (1.3, 1.6), (0.55, 0.8)),
+    "gm_cortex_temporal": ("gm", (1.3, 1.6), (0.55, 0.8)),
     "gm_deep_striatum": ("dgm", (1.02, 1.2), (0.7, 0.88)),
     "gm_deep_thalamus": ("dgm", (0.98, 1.15), (0.75, 0.92)),
     "csf_lateral_ventricle": ("csf", (0.06, 0.35), (0.08, 0.3)),
@@ -54,14 +56,15 @@ CLASS_RANGES = {
     "brainstem": ("wm", (1.0, 1.25), (0.85, 1.0)),
     "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
     "choroid_plexus": ("choroid", (0.3, 1.6), (0.3, 0.8)),
+    # Outside the brain, real clinical FLAIRs are dark: over the head around the brain the median is
+    # ~0.33 x the brain's median and even the brightest 3 % (scalp fat) reach only 0.6-1.1 x it.
     "skull_bone": ("bone", (0.02, 0.12), (0.02, 0.15)),
-    "skull_marrow": ("marrow", (0.35, 1.2), (0.8, 1.5)),
-    # Scalp fat: bright, but on clinical FLAIRs about as bright as the cortex, rarely twice WM.
-    "scalp_fat": ("fat", (0.8, 1.8), (1.2, 1.9)),
-    "muscle_soft_tissue": ("muscle", (0.4, 0.8), (0.4, 0.7)),
-    "eye": ("eye", (0.05, 0.5), (0.05, 0.3)),
-    "orbital_fat": ("fat", (0.8, 2.0), (1.1, 1.8)),
-    "dura_meninges": ("dura", (0.3, 1.1), (0.2, 0.7)),
+    "skull_marrow": ("marrow", (0.15, 0.6), (0.8, 1.5)),
+    "scalp_fat": ("fat", (0.7, 1.2), (1.2, 1.9)),
+    "muscle_soft_tissue": ("muscle", (0.15, 0.4), (0.4, 0.7)),
+    "eye": ("eye", (0.05, 0.4), (0.05, 0.3)),
+    "orbital_fat": ("fat", (0.7, 1.3), (1.1, 1.8)),
+    "dura_meninges": ("dura", (0.15, 0.5), (0.2, 0.7)),
 }
 
 
@@ -118,7 +121,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
     out["lesion_flair_contrast"] = float(rng.uniform(0.08, 0.25) if subtle else rng.uniform(0.3, 1.1))
     out["lesion_t1_contrast"] = float(rng.uniform(0.0, 0.4))
     out["lesion_heterogeneity"] = float(rng.uniform(0.03, 0.2))
-    out["texture"] = float(rng.uniform(0.0, 0.05))
+    out["texture"] = float(rng.uniform(0.0, 0.07))
     out["texture_scale_mm"] = float(rng.uniform(1.5, 3.5))
     # Deep grey matter blends into the surrounding white matter over a few mm (no segmentation edges).
     out["dgm_blur_mm"] = float(rng.uniform(0.8, 2.0))
