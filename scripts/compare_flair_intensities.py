@@ -9,7 +9,8 @@ things a reader of the montage sees at a glance and that lesion statistics do no
 * head outside the brain: quantiles (50, 75, 90, 97 %) of FLAIR in the head beyond 2 voxels outside the
   brain mask, relative to the brain's median (scalp, bone, muscle, fat).
 
-Real brain masks come from wmhkit's brain extractor; synthetic ones are the generator's own. Synthetic
+Real brain masks come from wmhkit's brain extractor (the 3 labeled MNI cases, already stripped: their
+non-zero region); synthetic ones are the generator's own. Synthetic
 cases use realistic contrasts only (the random-contrast share is skipped: it is meant to look odd).
 
 Usage:  python scripts/compare_flair_intensities.py [--n-synth 16] [--seed 11] [--data ../shared/data]
@@ -54,10 +55,10 @@ def intensity_stats(flair: np.ndarray, brainmask: np.ndarray) -> dict | None:
         return None
     median = float(np.median(values))
     outside = head_support(flair) & ~ndi.binary_dilation(brainmask, iterations=2)
-    return {
-        "brain": np.percentile(values, BRAIN_QUANTILES) / median,
-        "head": np.percentile(flair[outside], HEAD_QUANTILES) / float(np.median(flair[brainmask])),
-    }
+    head = None  # skull-stripped images have no head around the brain
+    if outside.sum() >= 1000:
+        head = np.percentile(flair[outside], HEAD_QUANTILES) / float(np.median(flair[brainmask]))
+    return {"brain": np.percentile(values, BRAIN_QUANTILES) / median, "head": head}
 
 
 def real_stats(data_root: Path) -> list[dict]:
@@ -67,6 +68,18 @@ def real_stats(data_root: Path) -> list[dict]:
         flair = img.get_fdata(dtype=np.float32)
         mask = brain.extract_brain(flair, img.affine).mask > 0
         stats = intensity_stats(canonical(flair, img.affine), canonical(mask.astype(np.uint8), img.affine) > 0)
+        if stats:
+            rows.append({"case": case.case_id, **stats})
+    return rows
+
+
+def real_stripped_stats(data_root: Path) -> list[dict]:
+    """The 3 labeled open_ms cases: skull-stripped, MNI-registered, their own non-zero region as mask."""
+    rows = []
+    for case in datasets.open_ms_labeled(data_root / "open_ms"):
+        img = nib.load(case.flair)
+        flair = canonical(img.get_fdata(dtype=np.float32), img.affine)
+        stats = intensity_stats(flair, flair > 0)
         if stats:
             rows.append({"case": case.case_id, **stats})
     return rows
@@ -86,11 +99,11 @@ def synthetic_stats(n: int, seed: int) -> list[dict]:
 
 def table(name: str, rows: list[dict]) -> str:
     brain_q = np.array([r["brain"] for r in rows])
-    head_q = np.array([r["head"] for r in rows])
+    head_q = np.array([r["head"] for r in rows if r["head"] is not None])
     iqr = brain_q[:, 2] - brain_q[:, 1]
     cells = [f"{np.median(brain_q[:, j]):.2f}" for j in range(len(BRAIN_QUANTILES))]
     cells += [f"{np.median(iqr):.3f} ({iqr.min():.3f}-{iqr.max():.3f})"]
-    cells += [f"{np.median(head_q[:, j]):.2f}" for j in range(len(HEAD_QUANTILES))]
+    cells += [f"{np.median(head_q[:, j]):.2f}" if len(head_q) else "-" for j in range(len(HEAD_QUANTILES))]
     return f"| {name} ({len(rows)}) | " + " | ".join(cells) + " |"
 
 
@@ -106,6 +119,7 @@ def main() -> int:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     print(table("real clinical FLAIR", real_stats(args.data)))
+    print(table("real labeled MNI FLAIR (stripped)", real_stripped_stats(args.data)))
     print(table("synthetic clinical2d", synthetic_stats(args.n_synth, args.seed)))
     return 0
 

@@ -123,6 +123,13 @@ def test_skull_flag_keeps_non_brain_tissue():
     assert s.meta["skull"] is True
 
 
+def test_clinical_slices_are_mostly_3_to_5_mm_with_a_thick_tail():
+    spacing = np.array([sample_geometry(sample_rng(seed), "clinical2d").spacing[2] for seed in range(400)])
+    assert 3.9 <= np.median(spacing) <= 4.6  # uniform 3-8 mm would give 5.5
+    assert 0.15 <= (spacing > 6.0).mean() <= 0.32
+    assert spacing.max() > 7.5 and spacing.min() < 3.1
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_profiles_declare_their_geometry(seed):
     rng = sample_rng(seed)

@@ -22,7 +22,7 @@ procedural lesion shapes (none to ~80 ml), randomised contrast, bias field, nois
 geometry. The same --seed gives bit-identical files; case k depends only on (seed, k).
 
 profiles:
-  clinical2d   axial 2D: in-plane 0.4-1.0 mm, slices 3-8 mm with slice-profile blur,
+  clinical2d   axial 2D: in-plane 0.4-1.0 mm, slices 3-8 mm (mostly 3-5) with slice-profile blur,
                matrices such as 512x512x16, 256x256x48, 240x240x48
   research3d   ~1 mm isotropic 3D (0.9-1.2 mm): 182x218x182, 176x240x256, ... axial or sagittal
   mixed        either, 50/50 (default)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.fields import smooth_noise_at, upsample
 
 ASSETS = Path(__file__).resolve().parents[1] / "data" / "synth"
@@ -308,8 +309,6 @@ def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float) -> None:
     never show. A closing of the ventricles (~1.5 mm) finds such sheets; the septum pellucidum, a real
     membrane between the lateral ventricles, is kept.
     """
-    from wmhkit.preprocess import mask_bounding_box
-
     atlas = load_atlas()
     ventricle = labels == atlas.id("csf_lateral_ventricle")
     steps = max(1, int(round(BRIDGE_CLOSING_MM / spacing_mm)))
