@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from make_synth_montage import canonical as canonical_with_affine  # noqa: E402
 from make_synth_montage import head_support  # noqa: E402
 
 from wmhkit import brain, datasets, synth  # noqa: E402
@@ -40,7 +41,8 @@ SLAB = (0.45, 0.70)
 
 
 def canonical(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    return np.asarray(nib.as_closest_canonical(nib.Nifti1Image(image, affine)).dataobj)
+    """``image`` reoriented to RAS (as the montage shows it), without its affine."""
+    return canonical_with_affine(image, affine)[0]
 
 
 def intensity_stats(flair: np.ndarray, brainmask: np.ndarray) -> dict | None:
