@@ -27,6 +27,7 @@ from wmhkit.brain import (
     predict_probability,
     set_model_threshold,
 )
+from wmhkit.io import voxel_volume_ml
 from wmhkit.metrics import dice
 from wmhkit.synth import generate_sample
 
@@ -57,7 +58,8 @@ def main() -> None:
         for index in range(args.n):
             case = generate_sample(SEED, profile, True, index=index)
             truth = case.brainmask.astype(bool)
-            voxel_ml = abs(np.linalg.det(case.affine[:3, :3])) / 1000
+            voxel_ml = voxel_volume_ml(case.affine)
+            geometry = acquisition_geometry(case.affine)
             spacing = "x".join(f"{s:.2g}" for s in case.meta["voxel_size_mm"])
             for name, image in (("FLAIR", case.flair), ("T1", case.t1)):
                 start = time.perf_counter()
@@ -66,7 +68,7 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 d = dice(truth, mask)
                 scores.append(d)
-                geometries.append(acquisition_geometry(case.affine))
+                geometries.append(geometry)
                 if args.calibrate:
                     by_cutoff.append([dice(truth, clean_mask(probability, c)) for c in CUTOFFS])
                 print(f"| {profile} | {index} | {name} | {'x'.join(map(str, image.shape))} | {spacing} | {d:.3f} | "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from wmhkit.io import save_torch, voxel_spacing
+from wmhkit.io import save_torch, voxel_spacing, voxel_volume_ml
 from wmhkit.models.msfcn import BrainFCN
 from wmhkit.preprocess import from_canonical, resample, to_canonical, working_grid
 
@@ -74,7 +74,7 @@ def looks_skull_stripped(image: np.ndarray, affine: np.ndarray) -> bool:
     if count == 0:
         return False
     largest = np.bincount(labels.ravel())[1:].max()
-    voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
+    voxel_ml = voxel_volume_ml(affine)
     return STRIPPED_BRAIN_ML[0] <= largest * voxel_ml <= STRIPPED_BRAIN_ML[1]
 
 
@@ -140,7 +140,7 @@ def extract_brain(
         (:func:`model_threshold`)
     detect_stripped : if the image is already skull-stripped, return its non-zero region unchanged
     """
-    voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
+    voxel_ml = voxel_volume_ml(affine)
     if detect_stripped and looks_skull_stripped(image, affine):
         mask = ndimage.binary_fill_holes(np.asarray(image) != 0)
         return BrainResult(mask.astype(np.uint8), None, True, float(mask.sum() * voxel_ml))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from wmhkit.io import voxel_volume_ml
 from wmhkit.synth.anatomy import (
     NONBRAIN_CLASSES,
     WM_CLASSES,
@@ -174,7 +175,7 @@ def generate_sample(
     flair = (flair * scale_f).astype(np.float32)
     t1 = (t1 * scale_t).astype(np.float32)
 
-    voxel_ml = float(abs(np.linalg.det(geom.affine[:3, :3]))) / 1000.0
+    voxel_ml = voxel_volume_ml(geom.affine)
     n_lesions = int(ndi.label(wmh, structure=np.ones((3, 3, 3)))[1]) if wmh.any() else 0
     wm_ids = atlas.ids(WM_CLASSES)
     meta = {
