@@ -8,12 +8,24 @@ things a reader of the montage sees at a glance and that lesion statistics do no
   median. A flat synthetic brain (cortex hardly brighter than white matter) has a narrow spread.
 * head outside the brain: quantiles (50, 75, 90, 97 %) of FLAIR in the head beyond 2 voxels outside the
   brain mask, relative to the brain's median (scalp, bone, muscle, fat).
+* white-matter texture, on the slab's axial slices resampled to 1 mm in-plane (as the montage shows
+  them), in the deep brain (12 mm in from its edge) at intensities 0.85-1.25 x its median (white matter:
+  no ventricles, no lesions): *fine* = median |I - G1(I)| (noise and grain finer than ~2 mm) and
+  *blotch* = SD of G1.5(I) - G4(I) (patches of 2-6 mm), both / the median. G_s is a Gaussian of s mm
+  normalised over the kept voxels only, so ventricle and lesion edges do not count as texture.
+* sharpness: the 90th and 99th percentiles of the in-plane gradient magnitude (Sobel, per mm, on the
+  same 1 mm slices, 3 mm in from the brain's edge) / the brain's median: sulci, the cortical ribbon and
+  the ventricles' walls make the strongest edges, and a blurred synthetic brain has weaker ones.
+* the scalp's layers: median FLAIR outside the brain at each 1 mm depth below the head's surface
+  (0-12 mm, on the same 1 mm slices, every other slice of the slab), / the brain's median: the thin bright
+  fat line and the dark bone under it show as a peak and a trough.
 
 Real brain masks come from wmhkit's brain extractor (the 3 labeled MNI cases, already stripped: their
 non-zero region); synthetic ones are the generator's own. Synthetic
 cases use realistic contrasts only (the random-contrast share is skipped: it is meant to look odd).
 
 Usage:  python scripts/compare_flair_intensities.py [--n-synth 16] [--seed 11] [--data ../shared/data]
+        [--synthetic-only]
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from wmhkit import brain, datasets, synth  # noqa: E402
 BRAIN_QUANTILES = (5, 25, 75, 90, 97)
 HEAD_QUANTILES = (50, 75, 90, 97)
 SLAB = (0.45, 0.70)
+DEPTHS_MM = tuple(range(13))
 
 
 def canonical(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -45,8 +58,14 @@ def canonical(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return canonical_with_affine(image, affine)[0]
 
 
-def intensity_stats(flair: np.ndarray, brainmask: np.ndarray) -> dict | None:
-    """Brain-spread and outside-brain quantiles of one FLAIR (RAS arrays); None if the slab is tiny."""
+def canonical_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along the RAS-reoriented axes."""
+    return np.linalg.norm(canonical_with_affine(np.zeros((1, 1, 1)), affine)[1][:3, :3], axis=0)
+
+
+def intensity_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> dict | None:
+    """Brain-spread and outside-brain quantiles and white-matter texture of one FLAIR (RAS arrays,
+    ``spacing`` in mm); None if the slab is tiny."""
     z = np.flatnonzero(brainmask.any(axis=(0, 1)))
     lo, hi = z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z))
     slab = np.zeros_like(brainmask)
@@ -57,10 +76,46 @@ def intensity_stats(flair: np.ndarray, brainmask: np.ndarray) -> dict | None:
         return None
     median = float(np.median(values))
     outside = head_support(flair) & ~ndi.binary_dilation(brainmask, iterations=2)
-    head = None  # skull-stripped images have no head around the brain
+    head = profile = None  # skull-stripped images have no head around the brain
     if outside.sum() >= 1000:
         head = np.percentile(flair[outside], HEAD_QUANTILES) / float(np.median(flair[brainmask]))
-    return {"brain": np.percentile(values, BRAIN_QUANTILES) / median, "head": head}
+        profile = depth_profile(flair, brainmask, spacing)
+    return {"brain": np.percentile(values, BRAIN_QUANTILES) / median, "head": head, "profile": profile,
+            "texture": texture_stats(flair, brainmask, spacing)}
+
+
+def _masked_gaussian(image: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarray:
+    weight = ndi.gaussian_filter(keep.astype(np.float32), sigma)
+    return ndi.gaussian_filter(np.where(keep, image, 0).astype(np.float32), sigma) / np.maximum(weight, 1e-3)
+
+
+def texture_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> tuple[float, ...] | None:
+    """(fine, blotch) white-matter texture and (p90, p99) edge strength of one FLAIR (RAS arrays,
+    ``spacing`` in mm); None if too little deep white matter."""
+    z = np.flatnonzero(brainmask.any(axis=(0, 1)))
+    lo, hi = z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z))
+    fine, blotch, edges = [], [], []
+    for k in range(lo, hi + 1):
+        image = ndi.zoom(flair[:, :, k], spacing[:2], order=1)
+        inside = ndi.zoom(brainmask[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+        gradient = np.hypot(ndi.sobel(image, 0), ndi.sobel(image, 1)) / 8.0
+        edges.append(gradient[ndi.binary_erosion(inside, iterations=3)])
+        deep = ndi.binary_erosion(inside, iterations=12)
+        if deep.sum() < 200:
+            continue
+        median = float(np.median(image[deep]))
+        keep = deep & (image > 0.85 * median) & (image < 1.25 * median)
+        core = ndi.binary_erosion(keep, iterations=1)
+        if core.sum() < 200:
+            continue
+        fine.append(np.abs(image - _masked_gaussian(image, keep, 1.0))[core] / median)
+        blotch.append((_masked_gaussian(image, keep, 1.5) - _masked_gaussian(image, keep, 4.0))[core] / median)
+    if not fine:
+        return None
+    median = float(np.median(flair[brainmask]))
+    edge_p90, edge_p99 = np.percentile(np.concatenate(edges), [90, 99]) / median
+    return (float(np.median(np.concatenate(fine))), float(np.std(np.concatenate(blotch))),
+            float(edge_p90), float(edge_p99))
 
 
 def real_stats(data_root: Path) -> list[dict]:
@@ -69,10 +124,39 @@ def real_stats(data_root: Path) -> list[dict]:
         img = nib.load(case.flair)
         flair = img.get_fdata(dtype=np.float32)
         mask = brain.extract_brain(flair, img.affine).mask > 0
-        stats = intensity_stats(canonical(flair, img.affine), canonical(mask.astype(np.uint8), img.affine) > 0)
+        stats = intensity_stats(canonical(flair, img.affine), canonical(mask.astype(np.uint8), img.affine) > 0,
+                                canonical_spacing(img.affine))
         if stats:
             rows.append({"case": case.case_id, **stats})
     return rows
+
+
+def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing) -> np.ndarray | None:
+    """Median FLAIR outside the brain at depths DEPTHS_MM below the head's surface / the brain median."""
+    z = np.flatnonzero(brainmask.any(axis=(0, 1)))
+    lo, hi = z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z))
+    rings = [[] for _ in DEPTHS_MM]
+    for k in range(lo, hi + 1, 2):
+        image = ndi.zoom(flair[:, :, k], spacing[:2], order=1)
+        inside = ndi.zoom(brainmask[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+        depth = ndi.distance_transform_edt(head_support(image))
+        for ring, d in zip(rings, DEPTHS_MM):
+            sel = (depth > d) & (depth <= d + 1) & ~inside
+            if sel.sum() > 50:
+                ring.append(np.median(image[sel]))
+    if not all(rings):
+        return None
+    return np.array([np.median(r) for r in rings]) / float(np.median(flair[brainmask]))
+
+
+def real_3d_stats(data_root: Path) -> list[dict]:
+    """The one research 3D FLAIR (skull on, 1 mm) of ``unlabeled/``, with wmhkit's brain extractor."""
+    img = nib.load(data_root / "unlabeled" / "flair_3d_1mm.nii.gz")
+    flair = img.get_fdata(dtype=np.float32)
+    mask = brain.extract_brain(flair, img.affine).mask > 0
+    stats = intensity_stats(canonical(flair, img.affine), canonical(mask.astype(np.uint8), img.affine) > 0,
+                            canonical_spacing(img.affine))
+    return [{"case": "flair_3d_1mm", **stats}] if stats else []
 
 
 def real_stripped_stats(data_root: Path) -> list[dict]:
@@ -81,7 +165,7 @@ def real_stripped_stats(data_root: Path) -> list[dict]:
     for case in datasets.open_ms_labeled(data_root / "open_ms"):
         img = nib.load(case.flair)
         flair = canonical(img.get_fdata(dtype=np.float32), img.affine)
-        stats = intensity_stats(flair, flair > 0)
+        stats = intensity_stats(flair, flair > 0, canonical_spacing(img.affine))
         if stats:
             rows.append({"case": case.case_id, **stats})
     return rows
@@ -93,7 +177,8 @@ def synthetic_stats(n: int, seed: int) -> list[dict]:
         s = synth.generate_sample(seed, "clinical2d", skull=True, index=i)
         if s.meta["random_contrast"]:
             continue
-        stats = intensity_stats(canonical(s.flair, s.affine), canonical(s.brainmask, s.affine) > 0)
+        stats = intensity_stats(canonical(s.flair, s.affine), canonical(s.brainmask, s.affine) > 0,
+                                canonical_spacing(s.affine))
         if stats:
             rows.append({"case": f"seed {seed} index {i}", **stats})
     return rows
@@ -106,7 +191,17 @@ def table(name: str, rows: list[dict]) -> str:
     cells = [f"{np.median(brain_q[:, j]):.2f}" for j in range(len(BRAIN_QUANTILES))]
     cells += [f"{np.median(iqr):.3f} ({iqr.min():.3f}-{iqr.max():.3f})"]
     cells += [f"{np.median(head_q[:, j]):.2f}" if len(head_q) else "-" for j in range(len(HEAD_QUANTILES))]
+    texture = np.array([r["texture"] for r in rows if r["texture"] is not None])
+    cells += [f"{np.median(texture[:, j]):.4f} ({texture[:, j].min():.4f}-{texture[:, j].max():.4f})"
+              if len(texture) else "-" for j in range(4)]
     return f"| {name} ({len(rows)}) | " + " | ".join(cells) + " |"
+
+
+def profile_table(name: str, rows: list[dict]) -> str | None:
+    profiles = np.array([r["profile"] for r in rows if r.get("profile") is not None])
+    if not len(profiles):
+        return None
+    return f"| {name} ({len(profiles)}) | " + " | ".join(f"{v:.2f}" for v in np.median(profiles, axis=0)) + " |"
 
 
 def main() -> int:
@@ -114,15 +209,30 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--n-synth", type=int, default=16)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--synthetic-only", action="store_true", help="skip the real scans (quicker, for tuning)")
     args = parser.parse_args()
     header = (["images"] + [f"brain p{q}" for q in BRAIN_QUANTILES] + ["brain IQR (range)"]
-              + [f"head p{q}" for q in HEAD_QUANTILES])
+              + [f"head p{q}" for q in HEAD_QUANTILES] + ["WM fine (range)", "WM blotch (range)",
+                                                                       "edge p90 (range)", "edge p99 (range)"])
     print("Medians over images; brain quantiles / slab median, head quantiles / brain median.")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    print(table("real clinical FLAIR", real_stats(args.data)))
-    print(table("real labeled MNI FLAIR (stripped)", real_stripped_stats(args.data)))
-    print(table("synthetic clinical2d", synthetic_stats(args.n_synth, args.seed)))
+    groups = {} if args.synthetic_only else {
+        "real clinical FLAIR": real_stats(args.data),
+        "real labeled MNI FLAIR (stripped)": real_stripped_stats(args.data),
+        "real 3D FLAIR": real_3d_stats(args.data),
+    }
+    groups["synthetic clinical2d"] = synthetic_stats(args.n_synth, args.seed)
+    for name, rows in groups.items():
+        print(table(name, rows))
+    print()
+    print("Scalp layers: median FLAIR outside the brain at each depth below the head's surface / brain median.")
+    print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
+    print("|" + "---|" * (len(DEPTHS_MM) + 1))
+    for name, rows in groups.items():
+        line = profile_table(name, rows)
+        if line:
+            print(line)
     return 0
 
 

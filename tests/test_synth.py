@@ -123,6 +123,22 @@ def test_skull_flag_keeps_non_brain_tissue():
     assert s.meta["skull"] is True
 
 
+def test_air_around_most_skull_on_heads_is_zero_and_noisy_in_some():
+    from wmhkit.synth import BACKGROUND_NOISE_SHARE
+
+    zero_air, noisy_air = 0, 0
+    for seed in range(12):
+        s = generate_sample(seed, skull=True, **FAST)
+        far_air = ~ndi.binary_dilation(s.tissue > 0, iterations=5)
+        assert far_air.sum() > 1000
+        if np.all(s.flair[far_air] == 0):
+            zero_air += 1
+        elif (s.flair[far_air] > 0).mean() > 0.9:  # Rician noise: air is never exactly 0
+            noisy_air += 1
+    assert zero_air + noisy_air == 12
+    assert zero_air >= 12 * (1 - BACKGROUND_NOISE_SHARE) - 4 and noisy_air >= 1
+
+
 def test_clinical_slices_are_mostly_3_to_5_mm_with_a_thick_tail():
     spacing = np.array([sample_geometry(sample_rng(seed), "clinical2d").spacing[2] for seed in range(400)])
     assert 3.9 <= np.median(spacing) <= 4.6  # uniform 3-8 mm would give 5.5

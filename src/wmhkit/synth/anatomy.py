@@ -35,8 +35,11 @@ NONBRAIN_CLASSES = (
 # The atlas point shown at the centre of the world grid: roughly the middle of the cerebrum.
 ATLAS_CENTRE_MM = np.array([0.0, -18.0, 12.0])
 # Partial volume of sulcal CSF (Gaussian sigma, mm, on the 1 mm atlas): Colin27's sulci are mostly one
-# voxel wide, so a real voxel there holds about half CSF, half cortex (a grey line on FLAIR, not black).
-SULCAL_PV_SIGMA_MM = 0.65
+# voxel wide, and a real voxel there holds CSF and cortex (a grey line on FLAIR, not a black one). 0.65
+# left the synthetic brains blurrier than the real scans: the 90th percentile of the in-brain gradient
+# (scripts/compare_flair_intensities.py, "edge") was 0.16-0.18 / mm against 0.15-0.20 real, its 99th
+# 0.33-0.37 against 0.40-0.49; at 0.4 they are 0.18-0.20 and 0.35-0.39.
+SULCAL_PV_SIGMA_MM = 0.4
 # Cortex labels lining the ventricles (see _ventricle_lining): within this distance (mm) of a lateral
 # ventricle, farther than this from sulcal CSF, above this MNI height.
 LINING_MAX_VENTRICLE_MM = 2.0
@@ -326,14 +329,16 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
 
     The Colin27 scalp is thick (muscle, fat and muscle again over 8-10 mm) and the same in every case;
     clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
-    layer outside the muscle/galea and the dark bone. So: the outer 1-5 mm of soft tissue becomes
-    background, then the outermost 1.5-4 mm of what is left of it becomes fat, both thicknesses varying by
-    +-30 % over ~20 mm. Depths come from the atlas's distance map (smooth surfaces, unlike peeling
-    voxel layers, which leaves a staircase that the bright fat shows).
+    layer outside the muscle/galea and the dark bone. So: the outer 2-6 mm of soft tissue becomes
+    background (+-30 % over ~20 mm), then the outermost 1-2.5 mm of what is left of it becomes fat
+    (+-60 %, so the line thins out in places). Calibrated on the real clinical FLAIRs' median intensity
+    at each depth below the head's surface (scripts/compare_flair_intensities.py): a bright line in the
+    outer 1-4 mm, bone-dark from ~5 mm. Depths come from the atlas's distance map (smooth surfaces,
+    unlike peeling voxel layers, which leaves a staircase that the bright fat shows).
     """
     atlas = load_atlas()
-    thinning = float(rng.uniform(1.0, 5.0))
-    fat_mm = float(rng.uniform(1.5, 4.0))
+    thinning = float(rng.uniform(2.0, 6.0))
+    fat_mm = float(rng.uniform(1.0, 2.5))
     flat = anat.labels.reshape(-1)
     idx = np.flatnonzero((anat.d_skin.reshape(-1) < 1.4 * (thinning + fat_mm) + 1.0) & (flat > 0))
     depth = anat.d_skin.reshape(-1)[idx]
@@ -342,7 +347,7 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     labels = flat[idx]
     # Only soft tissue: where the scalp is thin (forehead) the fat layer is thin too, the bone stays.
     scalp = np.isin(labels, atlas.ids(("muscle_soft_tissue", "scalp_fat")))
-    labels[scalp & (depth < cut + fat_mm * (1.0 + 0.3 * vary))] = atlas.id("scalp_fat")
+    labels[scalp & (depth < cut + fat_mm * (1.0 + 0.6 * vary))] = atlas.id("scalp_fat")
     labels[scalp & (depth < cut)] = 0
     flat[idx] = labels
     return {"scalp_thinning_mm": thinning, "scalp_fat_mm": fat_mm}

@@ -58,8 +58,9 @@ CLASS_RANGES = {
     "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
     "choroid_plexus": ("choroid", (0.3, 1.6), (0.3, 0.8)),
     # Outside the brain, real clinical FLAIRs are dark: over the head around the brain the median is
-    # ~0.33 x the brain's median and even the brightest 3 % (scalp fat) reach only 0.6-1.1 x it.
-    "skull_bone": ("bone", (0.02, 0.12), (0.02, 0.15)),
+    # ~0.33 x the brain's median and even the brightest 3 % (scalp fat) reach only 0.6-1.1 x it. Under
+    # the scalp, 5-13 mm deep, they stay at ~0.2 x (bone with marrow and CSF in thick slices), not black.
+    "skull_bone": ("bone", (0.05, 0.2), (0.02, 0.15)),
     "skull_marrow": ("marrow", (0.15, 0.6), (0.8, 1.5)),
     "scalp_fat": ("fat", (0.55, 1.0), (1.2, 1.9)),
     "muscle_soft_tissue": ("muscle", (0.15, 0.4), (0.4, 0.7)),
@@ -122,8 +123,9 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
     out["lesion_flair_contrast"] = float(rng.uniform(0.08, 0.25) if subtle else rng.uniform(0.3, 1.1))
     out["lesion_t1_contrast"] = float(rng.uniform(0.0, 0.4))
     out["lesion_heterogeneity"] = float(rng.uniform(0.03, 0.2))
-    out["texture"] = float(rng.uniform(0.0, 0.07))
-    out["texture_scale_mm"] = float(rng.uniform(1.5, 3.5))
+    # Tissue grain (1-3 mm): real white matter is never as flat as one drawn value plus noise.
+    out["texture"] = float(rng.uniform(0.02, 0.08))
+    out["texture_scale_mm"] = float(rng.uniform(1.0, 3.0))
     # Deep grey matter blends into the surrounding white matter over a few mm (no segmentation edges).
     out["dgm_blur_mm"] = float(rng.uniform(0.8, 2.0))
     # Normal periventricular FLAIR signal rise ("caps/halo" that is NOT lesion), and a juxtacortical tint.

@@ -31,8 +31,9 @@ from wmhkit.preprocess import brain_box, resample, to_canonical, to_slice_stack
 from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input_channels
 
 # Bump when the cached arrays change meaning or when wmhkit.synth gives other cases for the same seed:
-# older cache files are then regenerated, not reused. (3: FLAIR intensities, ventricles, slice spacing.)
-CACHE_VERSION = 3
+# older cache files are then regenerated, not reused. (3: FLAIR intensities, ventricles, slice spacing;
+# 4: noise, texture, scalp layers; 5: the air around most skull-on heads is 0.)
+CACHE_VERSION = 5
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
