@@ -63,13 +63,31 @@ def canonical_spacing(affine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(canonical_with_affine(np.zeros((1, 1, 1)), affine)[1][:3, :3], axis=0)
 
 
+def slab_slices(brainmask: np.ndarray) -> range:
+    """Axial indices of the slab through the lateral ventricles (SLAB of the brain's height)."""
+    z = np.flatnonzero(brainmask.any(axis=(0, 1)))
+    return range(z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z)) + 1)
+
+
+def slice_at_1mm(flair: np.ndarray, brainmask: np.ndarray, spacing, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Axial slice ``k`` of FLAIR and brain mask resampled to 1 mm in-plane, as the montage shows it."""
+    image = ndi.zoom(flair[:, :, k], spacing[:2], order=1)
+    inside = ndi.zoom(brainmask[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+    return image, inside
+
+
+def stats_of(flair: np.ndarray, brainmask: np.ndarray, affine: np.ndarray) -> dict | None:
+    """:func:`intensity_stats` of a FLAIR and brain mask on their own grid (``affine``)."""
+    return intensity_stats(canonical(flair, affine), canonical(brainmask.astype(np.uint8), affine) > 0,
+                           canonical_spacing(affine))
+
+
 def intensity_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> dict | None:
     """Brain-spread and outside-brain quantiles and white-matter texture of one FLAIR (RAS arrays,
     ``spacing`` in mm); None if the slab is tiny."""
-    z = np.flatnonzero(brainmask.any(axis=(0, 1)))
-    lo, hi = z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z))
     slab = np.zeros_like(brainmask)
-    slab[:, :, lo:hi] = brainmask[:, :, lo:hi]
+    ks = slab_slices(brainmask)
+    slab[:, :, ks.start:ks.stop - 1] = brainmask[:, :, ks.start:ks.stop - 1]
     slab = ndi.binary_erosion(slab, iterations=2)
     values = flair[slab]
     if values.size < 1000:
@@ -92,12 +110,9 @@ def _masked_gaussian(image: np.ndarray, keep: np.ndarray, sigma: float) -> np.nd
 def texture_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> tuple[float, ...] | None:
     """(fine, blotch) white-matter texture and (p90, p99) edge strength of one FLAIR (RAS arrays,
     ``spacing`` in mm); None if too little deep white matter."""
-    z = np.flatnonzero(brainmask.any(axis=(0, 1)))
-    lo, hi = z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z))
     fine, blotch, edges = [], [], []
-    for k in range(lo, hi + 1):
-        image = ndi.zoom(flair[:, :, k], spacing[:2], order=1)
-        inside = ndi.zoom(brainmask[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+    for k in slab_slices(brainmask):
+        image, inside = slice_at_1mm(flair, brainmask, spacing, k)
         gradient = np.hypot(ndi.sobel(image, 0), ndi.sobel(image, 1)) / 8.0
         edges.append(gradient[ndi.binary_erosion(inside, iterations=3)])
         deep = ndi.binary_erosion(inside, iterations=12)
@@ -124,8 +139,7 @@ def real_stats(data_root: Path) -> list[dict]:
         img = nib.load(case.flair)
         flair = img.get_fdata(dtype=np.float32)
         mask = brain.extract_brain(flair, img.affine).mask > 0
-        stats = intensity_stats(canonical(flair, img.affine), canonical(mask.astype(np.uint8), img.affine) > 0,
-                                canonical_spacing(img.affine))
+        stats = stats_of(flair, mask, img.affine)
         if stats:
             rows.append({"case": case.case_id, **stats})
     return rows
@@ -133,12 +147,9 @@ def real_stats(data_root: Path) -> list[dict]:
 
 def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing) -> np.ndarray | None:
     """Median FLAIR outside the brain at depths DEPTHS_MM below the head's surface / the brain median."""
-    z = np.flatnonzero(brainmask.any(axis=(0, 1)))
-    lo, hi = z.min() + int(SLAB[0] * np.ptp(z)), z.min() + int(SLAB[1] * np.ptp(z))
     rings = [[] for _ in DEPTHS_MM]
-    for k in range(lo, hi + 1, 2):
-        image = ndi.zoom(flair[:, :, k], spacing[:2], order=1)
-        inside = ndi.zoom(brainmask[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+    for k in slab_slices(brainmask)[::2]:
+        image, inside = slice_at_1mm(flair, brainmask, spacing, k)
         depth = ndi.distance_transform_edt(head_support(image))
         for ring, d in zip(rings, DEPTHS_MM):
             sel = (depth > d) & (depth <= d + 1) & ~inside
@@ -154,8 +165,7 @@ def real_3d_stats(data_root: Path) -> list[dict]:
     img = nib.load(data_root / "unlabeled" / "flair_3d_1mm.nii.gz")
     flair = img.get_fdata(dtype=np.float32)
     mask = brain.extract_brain(flair, img.affine).mask > 0
-    stats = intensity_stats(canonical(flair, img.affine), canonical(mask.astype(np.uint8), img.affine) > 0,
-                            canonical_spacing(img.affine))
+    stats = stats_of(flair, mask, img.affine)
     return [{"case": "flair_3d_1mm", **stats}] if stats else []
 
 
@@ -177,8 +187,7 @@ def synthetic_stats(n: int, seed: int) -> list[dict]:
         s = synth.generate_sample(seed, "clinical2d", skull=True, index=i)
         if s.meta["random_contrast"]:
             continue
-        stats = intensity_stats(canonical(s.flair, s.affine), canonical(s.brainmask, s.affine) > 0,
-                                canonical_spacing(s.affine))
+        stats = stats_of(s.flair, s.brainmask > 0, s.affine)
         if stats:
             rows.append({"case": f"seed {seed} index {i}", **stats})
     return rows
