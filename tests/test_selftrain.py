@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from wmhkit.io import voxel_volume_ml
 from wmhkit.metrics import label_lesions, score
-from wmhkit.selftrain.pseudo import abnormality_score, pseudo_labels
+from wmhkit.selftrain.pseudo import abnormality_score, component_volumes_ml, pseudo_labels
 from wmhkit.train.losses import bootstrap_dice_bce_loss, dice_bce_loss
 
 
@@ -41,8 +40,7 @@ def _recall_of_findable_lesions(case, result) -> float:
     generator's realistic noise (since session 8) this case has 18 of them, of 33."""
     min_ml = inspect.signature(pseudo_labels).parameters["min_volume_ml"].default
     labels, count = label_lesions(case.wmh)
-    voxel_ml = voxel_volume_ml(case.affine)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1) * voxel_ml
+    sizes = component_volumes_ml(labels, count, case.affine)
     findable = [i for i in range(1, count + 1) if sizes[i] >= min_ml]
     assert len(findable) >= 5
     return sum(bool(result.mask[labels == i].any()) for i in findable) / len(findable)
