@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 DEMO_FLAIR    := examples/segment/sub-patient20_ses-study2_FLAIR.nii.gz
-MODEL_VERSION ?= 2026.11-cpu1
+MODEL_VERSION ?= 2026.12-cpu1
 
 .PHONY: demo test bench clean train-default
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/wmhkit segment $(DEMO_FLAIR) -o demo_output --force
 
-# The shipped WMH models (docs/model_card.md): the side-output FCN with and without T1, about 45 minutes
+# The shipped WMH models (docs/model_card.md): the side-output FCN with and without T1, 35-40 minutes
 # each on 2 CPU cores, then copied into the package with a name and version.
 train-default: $(STAMP)
 	$(VENV)/bin/wmhkit train --config configs/sidefcn_cpu.toml --out runs/default_flair_t1
