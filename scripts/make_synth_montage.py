@@ -40,6 +40,8 @@ N_CLINICAL = 6
 CENTRAL_BOX = ((0.3, 0.7), (0.25, 0.75))
 # CSF on FLAIR: darker than this fraction of the median head intensity.
 DARK_FRACTION = 0.4
+# A lesion-guided slice keeps at least this share of the ventricles' dark area.
+VENTRICLE_KEEP = 0.6
 # Slices whose head cross-section is at least this share of the largest one.
 WIDE_FRACTION = 0.6
 
@@ -75,8 +77,8 @@ def pick_axial(data: np.ndarray, spacing, labels: np.ndarray | None) -> int:
     centre = [slice(int(l + CENTRAL_BOX[a][0] * (h - l)), int(l + CENTRAL_BOX[a][1] * (h - l)) + 1)
               for a, (l, h) in enumerate(zip(lo[:2], hi[:2]))]
     dark = (data < DARK_FRACTION * np.median(data[support])) & support
-    area = dark[centre[0], centre[1], :].sum(axis=(0, 1)).astype(float)
-    area = ndi.uniform_filter1d(area, max(1, int(round(6.0 / spacing[2]))))  # ignore single dark slices
+    slice_area = dark[centre[0], centre[1], :].sum(axis=(0, 1)).astype(float)
+    area = ndi.uniform_filter1d(slice_area, max(1, int(round(6.0 / spacing[2]))))  # ignore single dark slices
     # Only slices through the wide part of the head: near the vertex and at the skull base the
     # "central" region is mostly sulci, bone or sinuses, also dark.
     section = support.sum(axis=(0, 1))
@@ -88,10 +90,13 @@ def pick_axial(data: np.ndarray, spacing, labels: np.ndarray | None) -> int:
     level = int(np.argmax(area))
     if labels is None or not labels.any():
         return level
+    # Move towards lesions only while still cutting the ventricles' bodies: 10 mm up from a small
+    # ventricle leaves it, and the tile then shows a level no real tile shows.
     reach = max(1, int(round(10.0 / spacing[2])))
-    lo_k, hi_k = max(0, level - reach), min(data.shape[2], level + reach + 1)
-    lesion = labels[:, :, lo_k:hi_k].sum(axis=(0, 1))
-    return lo_k + int(np.argmax(lesion)) if lesion.max() > 0 else level
+    near = np.arange(max(0, level - reach), min(data.shape[2], level + reach + 1))
+    near = near[slice_area[near] >= VENTRICLE_KEEP * slice_area[level]]
+    lesion = labels[:, :, near].sum(axis=(0, 1))
+    return int(near[np.argmax(lesion)]) if lesion.max() > 0 else level
 
 
 def tile(data: np.ndarray, affine: np.ndarray, labels: np.ndarray | None = None):
