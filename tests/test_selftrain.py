@@ -108,6 +108,21 @@ def test_bootstrap_loss_is_plain_at_beta_one_and_forgives_confident_disagreement
     assert bootstrap_dice_bce_loss(confident, target, beta=0.8) < noisy_plain
 
 
+def test_relabelling_keeps_the_lesions_the_network_supports_and_drops_the_rest():
+    from wmhkit.selftrain.rounds import supported_lesions
+
+    labels = np.zeros((20, 20, 20), bool)
+    labels[2:5, 2:5, 2:5] = True      # the network half agrees: kept whole, low-probability voxels too
+    labels[12:15, 12:15, 12:15] = True  # the network rejects it: dropped
+    probability = np.zeros(labels.shape, np.float32)
+    probability[2:5, 2:5, 2:4] = 0.6
+    probability[12:15, 12:15, 12:15] = 0.1
+    kept = supported_lesions(labels, probability, support=0.25)
+    assert kept[2:5, 2:5, 2:5].all() and not kept[12:15, 12:15, 12:15].any()
+    assert kept.sum() == 27
+    assert not supported_lesions(np.zeros_like(labels), probability, 0.25).any()
+
+
 def _write_scans(folder, seeds):
     from wmhkit.synth import generate_sample
 

@@ -7,9 +7,10 @@
    training engine reads it as any labeled folder).
 2. **round 1**: the training engine on those scans and labels with a noise-robust loss (soft
    bootstrapping, ``loss.name = "bootstrap"``), from scratch or from ``init`` (e.g. a shipped model).
-3. **round k > 1**: the previous round's network relabels every scan; its confident predictions (the
-   probability at least ``confident``, in white matter, lesions at least ``min_volume_ml``) become the
-   next labels, and training continues from the previous round's weights.
+3. **round k > 1**: the previous round's network relabels every scan: the previous labels' lesions
+   that it supports (mean probability at least ``support``) are kept whole, and its confident new
+   findings (probability at least ``confident``) are added, in white matter, lesions at least
+   ``min_volume_ml``; training continues from the previous round's weights.
 
 Every round is its own run folder (``RUN/round<k>``): an interrupted round resumes exactly, a finished
 one is skipped. ``RUN/model.pt`` is the last round's model, so ``wmhkit segment --model RUN`` uses it.
@@ -121,9 +122,16 @@ def round_cases(scans: list[Scan], labels: dict[str, Path], folder: Path) -> Pat
     return folder
 
 
-def relabel(model_path: Path, scans: list[Scan], folder: Path, *, confident: float = 0.5,
-            min_volume_ml: float = 0.01, device: str = "cpu") -> dict[str, Path]:
-    """The next round's labels: ``model_path``'s confident lesions in white matter, per scan."""
+def relabel(model_path: Path, scans: list[Scan], labels_before: dict[str, Path], folder: Path, *,
+            confident: float = 0.5, support: float = 0.25, min_volume_ml: float = 0.01,
+            device: str = "cpu") -> dict[str, Path]:
+    """The next round's labels per scan: the lesions of ``labels_before`` that ``model_path`` supports,
+    plus its confident lesions, in white matter.
+
+    Confident predictions alone are fewer and smaller lesions than the labels the network learnt from
+    (a probability map is rarely >= 0.5 over a whole lesion), so a round trained on them learns to find
+    less; keeping the lesions it supports only drops those it rejects.
+    """
     from wmhkit.segment import load_model, wmh_probability
 
     model = load_model(model_path)
@@ -136,10 +144,23 @@ def relabel(model_path: Path, scans: list[Scan], folder: Path, *, confident: flo
             brain = load_labels(scan.folder / "brainmask.nii.gz").data > 0
             white = load_labels(scan.white_matter).data > 0
             probability = wmh_probability(model, flair.data, flair.affine, brain, device=device)
-            mask = _large_lesions((probability >= confident) & white, flair.affine, min_volume_ml)
+            kept = supported_lesions(load_labels(labels_before[scan.stem]).data > 0, probability, support)
+            mask = _large_lesions(((probability >= confident) | kept) & white, flair.affine, min_volume_ml)
             save_volume(target, mask, flair, dtype=np.uint8)
         labels[scan.stem] = target
     return labels
+
+
+def supported_lesions(mask: np.ndarray, probability: np.ndarray, support: float) -> np.ndarray:
+    """The lesions (26-connected components) of ``mask`` whose mean ``probability`` is >= ``support``."""
+    lesions, count = label_lesions(mask)
+    if count == 0:
+        return np.zeros(mask.shape, bool)
+    mean = np.bincount(lesions.ravel(), weights=probability.ravel(), minlength=count + 1)
+    mean /= np.maximum(np.bincount(lesions.ravel(), minlength=count + 1), 1)
+    keep = mean >= support
+    keep[0] = False
+    return keep[lesions]
 
 
 def selftrain(
@@ -184,7 +205,7 @@ def selftrain(
     for k in range(1, rounds + 1):
         run = out / f"round{k}"
         if k > 1:
-            labels = relabel(previous, scans, out / f"labels_round{k}", device=device)
+            labels = relabel(previous, scans, labels, out / f"labels_round{k}", device=device)
         data = round_cases(scans, labels, out / f"cases_round{k}")
         round_config = copy.deepcopy(config)
         round_config["data"]["real"] = [str(data)]
