@@ -19,6 +19,9 @@ things a reader of the montage sees at a glance and that lesion statistics do no
 * the scalp's layers: median FLAIR outside the brain at each 1 mm depth below the head's surface
   (0-12 mm, on the same 1 mm slices, every other slice of the slab), / the brain's median: the thin bright
   fat line and the dark bone under it show as a peak and a trough.
+* the cortex over the white matter: the same, inside the brain at each 1 mm depth below the brain
+  mask's surface: the cortical ribbon is a bright band in the first millimetres, the white matter under
+  it a plateau. Label-free, so real and synthetic images are measured alike.
 
 Real brain masks come from wmhkit's brain extractor (the 3 labeled MNI cases, already stripped: their
 non-zero region); synthetic ones are the generator's own. Synthetic
@@ -99,6 +102,7 @@ def intensity_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> dict |
         head = np.percentile(flair[outside], HEAD_QUANTILES) / float(np.median(flair[brainmask]))
         profile = depth_profile(flair, brainmask, spacing)
     return {"brain": np.percentile(values, BRAIN_QUANTILES) / median, "head": head, "profile": profile,
+            "cortex": depth_profile(flair, brainmask, spacing, within="brain"),
             "texture": texture_stats(flair, brainmask, spacing)}
 
 
@@ -145,14 +149,17 @@ def real_stats(data_root: Path) -> list[dict]:
     return rows
 
 
-def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing) -> np.ndarray | None:
-    """Median FLAIR outside the brain at depths DEPTHS_MM below the head's surface / the brain median."""
+def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing, within: str = "head") -> np.ndarray | None:
+    """Median FLAIR at depths DEPTHS_MM / the brain median: below the head's surface and outside the
+    brain (``within="head"``, the scalp's layers), or below the brain's surface inside it
+    (``within="brain"``, cortex over white matter)."""
     rings = [[] for _ in DEPTHS_MM]
     for k in slab_slices(brainmask)[::2]:
         image, inside = slice_at_1mm(flair, brainmask, spacing, k)
-        depth = ndi.distance_transform_edt(head_support(image))
+        region = inside if within == "brain" else ~inside
+        depth = ndi.distance_transform_edt(inside if within == "brain" else head_support(image))
         for ring, d in zip(rings, DEPTHS_MM):
-            sel = (depth > d) & (depth <= d + 1) & ~inside
+            sel = (depth > d) & (depth <= d + 1) & region
             if sel.sum() > 50:
                 ring.append(np.median(image[sel]))
     if not all(rings):
@@ -206,8 +213,8 @@ def table(name: str, rows: list[dict]) -> str:
     return f"| {name} ({len(rows)}) | " + " | ".join(cells) + " |"
 
 
-def profile_table(name: str, rows: list[dict]) -> str | None:
-    profiles = np.array([r["profile"] for r in rows if r.get("profile") is not None])
+def profile_table(name: str, rows: list[dict], key: str = "profile") -> str | None:
+    profiles = np.array([r[key] for r in rows if r.get(key) is not None])
     if not len(profiles):
         return None
     return f"| {name} ({len(profiles)}) | " + " | ".join(f"{v:.2f}" for v in np.median(profiles, axis=0)) + " |"
@@ -240,6 +247,14 @@ def main() -> int:
     print("|" + "---|" * (len(DEPTHS_MM) + 1))
     for name, rows in groups.items():
         line = profile_table(name, rows)
+        if line:
+            print(line)
+    print()
+    print("Cortex over white matter: median FLAIR inside the brain at each depth below its surface / brain median.")
+    print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
+    print("|" + "---|" * (len(DEPTHS_MM) + 1))
+    for name, rows in groups.items():
+        line = profile_table(name, rows, key="cortex")
         if line:
             print(line)
     return 0

@@ -18,7 +18,14 @@ from wmhkit.synth.anatomy import (
     random_spatial_params,
     warp_atlas,
 )
-from wmhkit.synth.contrast import BIAS_SIGMA_MAX, BIAS_SIGMA_MAX_RANDOM, draw_contrast, render
+from wmhkit.synth.contrast import (
+    BIAS_SIGMA_MAX,
+    BIAS_SIGMA_MAX_RANDOM,
+    CLINICAL2D_CORTEX_FLAIR,
+    CORTEX_CLASSES,
+    draw_contrast,
+    render,
+)
 
 # A 1 mm training grid over the middle of the brain: real sulcal scale, ~1 s a case.
 MID = dict(profile="train", work_spacing_mm=1.0, train_shape=(96, 112, 80))
@@ -121,6 +128,23 @@ def test_bias_field_is_capped_for_realistic_contrast():
     realistic = [draw_contrast(rng, False)["bias_sigma"] for _ in range(300)]
     randomised = [draw_contrast(rng, True)["bias_sigma"] for _ in range(300)]
     assert max(realistic) <= BIAS_SIGMA_MAX < max(randomised) <= BIAS_SIGMA_MAX_RANDOM
+
+
+def test_clinical_2d_draws_a_brighter_flair_cortex_and_nothing_else_changes():
+    atlas = load_atlas()
+    cortex = atlas.ids(CORTEX_CLASSES)
+    for seed in range(20):
+        plain = draw_contrast(sample_rng(seed), False)
+        clinical = draw_contrast(sample_rng(seed), False, clinical2d=True)
+        lo, hi = CLINICAL2D_CORTEX_FLAIR
+        # Sub-classes differ by up to 4 % from the drawn tissue mean; the bright-cortex distractor adds up to 20 %.
+        assert (clinical["flair_mean"][cortex] >= lo * 0.96).all()
+        assert (clinical["flair_mean"][cortex] <= hi * 1.04 * 1.2).all()
+        grey = atlas.ids(CORTEX_CLASSES + ("cerebellum_gm",))  # cerebellar grey matter shares the cortex's draw
+        others = np.setdiff1d(np.arange(len(plain["flair_mean"])), grey)
+        np.testing.assert_array_equal(clinical["flair_mean"][others], plain["flair_mean"][others])
+        np.testing.assert_array_equal(clinical["t1_mean"], plain["t1_mean"])
+        assert clinical["lesion_flair_contrast"] == plain["lesion_flair_contrast"]
 
 
 def test_scalp_thinning_only_removes_outer_soft_tissue():

@@ -141,7 +141,7 @@ def generate_sample(
     severity = severity or draw_severity(rng, age)
     target_ml = draw_target_ml(rng, severity)
     frac, lesion_info = make_lesions(rng, anat, work_spacing_mm, severity, target_ml)
-    contrast = draw_contrast(rng, random_contrast)
+    contrast = draw_contrast(rng, random_contrast, clinical2d=geom.slice_axis is not None)
     flair_w, t1_w = render(rng, anat, frac, contrast, work_spacing_mm)
     brain_ids = [k for k, v in atlas.names.items() if k != 0 and v not in NONBRAIN_CLASSES]
     brain_w = smooth_brain_fraction(np.isin(anat.labels, brain_ids), work_spacing_mm)

@@ -69,9 +69,16 @@ CLASS_RANGES = {
     "dura_meninges": ("dura", (0.15, 0.5), (0.2, 0.7)),
 }
 
+# The real clinical 2D FLAIRs show the cortex as a brighter band over the white matter than the 3D and
+# MNI-processed ones (scripts/compare_flair_intensities.py, "cortex over white matter"): their FLAIR
+# inside the brain peaks at 1.14 x the brain median 3-6 mm below its surface, where the 3D FLAIRs stay
+# at 1.02-1.04. Clinical 2D cases draw their cortex from this range.
+CLINICAL2D_CORTEX_FLAIR = (1.3, 1.8)
 
-def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
-    """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings.
+
+def draw_contrast(rng: np.random.Generator, random_contrast: bool, clinical2d: bool = False) -> dict:
+    """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings; ``clinical2d`` draws the
+    FLAIR cortex from CLINICAL2D_CORTEX_FLAIR instead of its CLASS_RANGES entry.
 
     Returns a dict of plain values (JSON-able apart from the (n_labels,) float arrays under
     ``flair_mean``, ``flair_std``, ``t1_mean``, ``t1_std``).
@@ -96,6 +103,8 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool) -> dict:
             elif group in ("gm", "csf"):
                 # One draw per tissue, a few percent between its sub-classes.
                 if group not in group_mean:
+                    if group == "gm" and clinical2d and modality == "flair":
+                        lo, hi = CLINICAL2D_CORTEX_FLAIR
                     group_mean[group] = rng.uniform(lo, hi)
                 mean[k] = group_mean[group] * rng.uniform(0.96, 1.04)
             else:
