@@ -156,8 +156,8 @@ def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing, within: str
     rings = [[] for _ in DEPTHS_MM]
     for k in slab_slices(brainmask)[::2]:
         image, inside = slice_at_1mm(flair, brainmask, spacing, k)
-        region = inside if within == "brain" else ~inside
-        depth = ndi.distance_transform_edt(inside if within == "brain" else head_support(image))
+        surface, region = (inside, inside) if within == "brain" else (head_support(image), ~inside)
+        depth = ndi.distance_transform_edt(surface)
         for ring, d in zip(rings, DEPTHS_MM):
             sel = (depth > d) & (depth <= d + 1) & region
             if sel.sum() > 50:
