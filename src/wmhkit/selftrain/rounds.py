@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from wmhkit.errors import InputError
 from wmhkit.io import (
@@ -156,10 +157,8 @@ def supported_lesions(mask: np.ndarray, probability: np.ndarray, support: float)
     lesions, count = label_lesions(mask)
     if count == 0:
         return np.zeros(mask.shape, bool)
-    mean = np.bincount(lesions.ravel(), weights=probability.ravel(), minlength=count + 1)
-    mean /= np.maximum(np.bincount(lesions.ravel(), minlength=count + 1), 1)
-    keep = mean >= support
-    keep[0] = False
+    keep = np.zeros(count + 1, bool)
+    keep[1:] = np.asarray(ndi.mean(probability, lesions, index=np.arange(1, count + 1))) >= support
     return keep[lesions]
 
 
