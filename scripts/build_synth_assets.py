@@ -251,6 +251,31 @@ def distance_fields(labels):
     }
 
 
+# Cortex labels lining the ventricles (see ventricle_lining): within this distance (mm) of a lateral
+# ventricle, farther than this from sulcal CSF, above this MNI height.
+LINING_MAX_VENTRICLE_MM = 2.0
+LINING_MIN_SULCAL_MM = 4.0
+LINING_MIN_Z_MM = -5.0
+
+
+def ventricle_lining(labels, fields, affine):
+    """Cortex-labelled voxels lining the lateral ventricles' bodies: a segmentation artefact to undo.
+
+    Colin27's intensity segmentation calls the partial-volume voxels between ventricle and white matter
+    grey matter (their T1 lies between CSF and WM), about 4 ml in a one-voxel shell. Rendered as cortex
+    they are a bright ring around every ventricle, and grown ventricles leave them as a grey line inside
+    a dark rim. Real cortex that far from sulcal CSF (> 4 mm) yet within 2 mm of a ventricle exists only
+    at the temporal horns (hippocampus), below the 5 mm-under-the-origin cut. ``fields`` are the
+    quantised maps of :func:`distance_fields`, decoded as the generator decodes them.
+    """
+    d_vent = fields["d_vent"].astype(np.float32) / 2.0 - 30.0
+    d_csf = fields["d_csf"].astype(np.float32) / 4.0
+    cortex = np.isin(labels, [ID[n] for n in LABELS.values() if n.startswith("gm_cortex")])
+    z_mm = affine[2, 2] * np.arange(labels.shape[2]) + affine[2, 3]
+    above_temporal_horns = (z_mm > LINING_MIN_Z_MM)[None, None, :]
+    return cortex & (d_vent <= LINING_MAX_VENTRICLE_MM) & (d_csf > LINING_MIN_SULCAL_MM) & above_temporal_horns
+
+
 # Colin27 T1 class peaks (lightly smoothed ch2bet histogram): cortex ~85, white matter ~112.
 COLIN_GM_PEAK, COLIN_WM_PEAK = 85.0, 112.0
 # Half-width (mm) of the band around the cortex/white-matter boundary where the GM share is kept.
@@ -322,6 +347,14 @@ def main():
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     labels, affine = build_atlas(args.sources)
+    fields = distance_fields(labels)
+    gm_share = gm_share_field(colin_t1_on_atlas_grid(args.sources, labels.shape, affine), labels)
+    # The lining is undone after the fields and the GM share are taken from the segmentation as it was
+    # (relabelling cortex as white matter moves neither the ventricles nor the sulcal CSF).
+    lining = ventricle_lining(labels, fields, affine)
+    labels[lining] = ID["wm_periventricular"]
+    gm_share[lining] = 0
+    print(f"ventricle lining relabelled as periventricular WM: {lining.sum() / 1000:.1f} ml")
     img = nib.Nifti1Image(labels, affine)
     img.header.set_xyzt_units("mm")
     nib.save(img, str(OUT / "atlas_labels.nii.gz"))
@@ -329,8 +362,7 @@ def main():
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
     for k, name in LABELS.items():
         print(f"{k:3d} {name:30s} {counts[k] / 1000:9.1f} ml")
-    t1 = colin_t1_on_atlas_grid(args.sources, labels.shape, affine)
-    np.savez_compressed(OUT / "atlas_fields.npz", **distance_fields(labels), gm_share=gm_share_field(t1, labels))
+    np.savez_compressed(OUT / "atlas_fields.npz", **fields, gm_share=gm_share)
     lib = lesion_library(args.sources)
     np.savez_compressed(OUT / "lesion_library.npz", **lib)
     print(f"lesion library: {len(lib['voxels'])} components, {lib['voxels'].sum() / 1000:.1f} ml")

@@ -87,11 +87,7 @@ def acquisition_geometry(affine: np.ndarray) -> str:
 
 def model_threshold(model: BrainFCN, affine: np.ndarray) -> float:
     """The model's calibrated cut-off for an image with this affine (its geometry's, else its single one)."""
-    per_geometry = getattr(model, "mask_thresholds", {}) or {}
-    geometry = acquisition_geometry(affine)
-    if geometry in per_geometry:
-        return float(per_geometry[geometry])
-    return float(getattr(model, "mask_threshold", DEFAULT_THRESHOLD))
+    return float(model.mask_thresholds.get(acquisition_geometry(affine), model.mask_threshold))
 
 
 def clean_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:

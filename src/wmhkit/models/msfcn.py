@@ -91,6 +91,9 @@ class BrainFCN(nn.Module):
 
     ``forward`` returns a list of logits [full, 1/2, 1/4 scale], each (N, 1, ...); in eval mode only the
     full-scale logits (N, 1, X, Y, Z).
+
+    ``mask_threshold`` (probability cut-off) and ``mask_thresholds`` ({acquisition geometry: cut-off})
+    are calibration data, not weights: a model file records them and its loader sets them.
     """
 
     def __init__(self, in_channels: int = 1, width: int = 8, levels: int = 4):
@@ -100,6 +103,8 @@ class BrainFCN(nn.Module):
         widths = tuple(width * 2**i for i in range(levels))
         self.config = {"in_channels": in_channels, "width": width, "levels": levels}
         self.divisor = 2 ** (levels - 1)
+        self.mask_threshold = 0.5
+        self.mask_thresholds: dict[str, float] = {}
         self.encoder = Encoder(in_channels, widths)
         self.decoder = Decoder(widths, 1)
 

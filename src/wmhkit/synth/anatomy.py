@@ -40,11 +40,6 @@ ATLAS_CENTRE_MM = np.array([0.0, -18.0, 12.0])
 # (scripts/compare_flair_intensities.py, "edge") was 0.16-0.18 / mm against 0.15-0.20 real, its 99th
 # 0.33-0.37 against 0.40-0.49; at 0.4 they are 0.18-0.20 and 0.35-0.39.
 SULCAL_PV_SIGMA_MM = 0.4
-# Cortex labels lining the ventricles (see _ventricle_lining): within this distance (mm) of a lateral
-# ventricle, farther than this from sulcal CSF, above this MNI height.
-LINING_MAX_VENTRICLE_MM = 2.0
-LINING_MIN_SULCAL_MM = 4.0
-LINING_MIN_Z_MM = -5.0
 # Ventricles grown by at least this much (mm) absorb the thin tissue sheets left inside them; the
 # closing that finds those sheets bridges gaps up to about twice its radius (mm).
 BRIDGE_MIN_GROWTH_MM = 1.5
@@ -83,7 +78,7 @@ class Atlas:
 
 @lru_cache(maxsize=1)
 def load_atlas() -> Atlas:
-    """Load the atlas once per process (about 1 s: two distance transforms)."""
+    """Load the atlas once per process (about 1 s)."""
     img = nib.load(str(ASSETS / "atlas_labels.nii.gz"))
     labels = np.asarray(img.dataobj, dtype=np.uint8)
     names = {int(k): v for k, v in json.loads((ASSETS / "atlas_labels.json").read_text()).items()}
@@ -93,30 +88,11 @@ def load_atlas() -> Atlas:
         d_csf = npz["d_csf"].astype(np.float32) / 4.0
         d_skin = npz["d_skin"].astype(np.float32) / 8.0
         gm_share = npz["gm_share"].astype(np.float32) / 250.0
-    lining = _ventricle_lining(labels, names, d_vent, d_csf, img.affine)
-    labels[lining] = [k for k, v in names.items() if v == "wm_periventricular"][0]
-    gm_share[lining] = 0.0
     fields = np.stack([d_vent, d_csf, d_skin])
     sulcal = [k for k, v in names.items() if v == "csf_sulcal_extracerebral"][0]
     csf_frac = ndi.gaussian_filter((labels == sulcal).astype(np.float32), SULCAL_PV_SIGMA_MM, truncate=3.0)
     return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields, csf_frac=csf_frac,
                  gm_share=gm_share)
-
-
-def _ventricle_lining(labels: np.ndarray, names: dict[int, str], d_vent: np.ndarray, d_csf: np.ndarray,
-                      affine: np.ndarray) -> np.ndarray:
-    """Cortex-labelled voxels lining the lateral ventricles' bodies: a segmentation artefact to undo.
-
-    Colin27's intensity segmentation calls the partial-volume voxels between ventricle and white matter
-    grey matter (their T1 lies between CSF and WM), about 4 ml in a one-voxel shell. Rendered as cortex
-    they are a bright ring around every ventricle, and grown ventricles leave them as a grey line inside
-    a dark rim. Real cortex that far from sulcal CSF (> 4 mm) yet within 2 mm of a ventricle exists only
-    at the temporal horns (hippocampus), below the 5 mm-under-the-origin cut.
-    """
-    cortex = np.isin(labels, [k for k, v in names.items() if v in CORTEX_CLASSES])
-    z_mm = affine[2, 2] * np.arange(labels.shape[2]) + affine[2, 3]
-    above_temporal_horns = (z_mm > LINING_MIN_Z_MM)[None, None, :]
-    return cortex & (d_vent <= LINING_MAX_VENTRICLE_MM) & (d_csf > LINING_MIN_SULCAL_MM) & above_temporal_horns
 
 
 @lru_cache(maxsize=1)

@@ -91,7 +91,8 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, clinical2d: b
         mean = np.zeros(n, np.float32)
         for k, name in sorted(names.items()):
             group, *ranges = CLASS_RANGES[name]
-            lo, hi = ranges[m]
+            clinical_cortex = clinical2d and modality == "flair" and group == "gm"
+            lo, hi = CLINICAL2D_CORTEX_FLAIR if clinical_cortex else ranges[m]
             if group == "air":
                 continue
             if random_contrast:
@@ -103,8 +104,6 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, clinical2d: b
             elif group in ("gm", "csf"):
                 # One draw per tissue, a few percent between its sub-classes.
                 if group not in group_mean:
-                    if group == "gm" and clinical2d and modality == "flair":
-                        lo, hi = CLINICAL2D_CORTEX_FLAIR
                     group_mean[group] = rng.uniform(lo, hi)
                 mean[k] = group_mean[group] * rng.uniform(0.96, 1.04)
             else:
