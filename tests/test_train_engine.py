@@ -195,3 +195,18 @@ def test_ddp_with_two_cpu_processes(tmp_path, tiny_data):
     assert saved["step"] == 4
     log = np.genfromtxt(tmp_path / "ddp" / "log.csv", delimiter=",", names=True)
     assert len(log) == 4  # one writer (rank 0), one row per global step
+
+
+TRAINING_CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml")
+                          if p.name != "pretrain_age_cpu.toml")  # a [pretrain] file, tested in test_pretrain
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_build_their_network(path):
+    from wmhkit.train.engine import make_model
+    from wmhkit.train.inputs import input_channels
+
+    config = load_config(path)  # unknown sections or keys raise ConfigError
+    model = make_model(config, input_channels(config["data"]["inputs"]))
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert 0 < config["optim"]["steps"] and 0 < config["run"]["validate_every"] <= config["optim"]["steps"]
