@@ -198,7 +198,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, tiny_data):
 
 
 TRAINING_CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml")
-                          if p.name != "pretrain_age_cpu.toml")  # a [pretrain] file, tested in test_pretrain
+                          if p.name != "pretrain_age_cpu.toml")  # a [pretrain] file: the test after this one
 
 
 @pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
@@ -210,3 +210,16 @@ def test_shipped_configs_load_and_build_their_network(path):
     model = make_model(config, input_channels(config["data"]["inputs"]))
     assert sum(p.numel() for p in model.parameters()) > 0
     assert 0 < config["optim"]["steps"] and 0 < config["run"]["validate_every"] <= config["optim"]["steps"]
+
+
+def test_shipped_pretrain_config_matches_its_segmentation_encoder():
+    from wmhkit.train.engine import make_model
+    from wmhkit.train.inputs import input_channels
+    from wmhkit.train.pretrain import AgeRegressor, load_pretrain_config, pretrain_encoder_options
+
+    config = load_pretrain_config(Path(__file__).resolve().parents[1] / "configs" / "pretrain_age_cpu.toml")
+    regressor = AgeRegressor(pretrain_encoder_options(config))
+    segmenter = make_model(config, input_channels(config["data"]["inputs"]))
+    # The pretrained encoder must load into the segmentation network exactly, tensor for tensor.
+    assert {k: v.shape for k, v in regressor.encoder.state_dict().items()} == \
+        {k: v.shape for k, v in segmenter.encoder.state_dict().items()}
