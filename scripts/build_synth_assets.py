@@ -299,6 +299,25 @@ def gm_share_field(t1, labels):
     return np.where(band, np.rint(share * 250.0), 0).astype(np.uint8)
 
 
+# Colin27 cortex darker than this is part CSF: the darkest 5-10 % of the cortex's interior (voxels 2 mm or
+# more from any other class) lie at 75-77, its median at 83; sulcal CSF itself at ~30 and below.
+COLIN_SULCAL_ONSET, COLIN_CSF_LEVEL = 76.0, 30.0
+
+
+def csf_share_field(t1, labels):
+    """CSF share of cortex voxels, from Colin27's T1, stored as share * 250 in uint8.
+
+    The segmentation labels a sulcus CSF only where its fundus is clearly dark, so most of Colin27's
+    sulci, visible on its T1 as continuous darker lines between the cortical banks, are cortex in the
+    labels: warped and averaged over a thick slice they vanish, and the cortex renders as bright
+    blobs. The T1 intensity below the cortex's own range is the CSF partial volume there.
+    """
+    ts = ndi.gaussian_filter(t1, 0.5)
+    cortex = np.isin(labels, [ID[n] for n in LABELS.values() if n.startswith("gm_cortex")])
+    share = np.clip((COLIN_SULCAL_ONSET - ts) / (COLIN_SULCAL_ONSET - COLIN_CSF_LEVEL), 0.0, 1.0)
+    return np.where(cortex, np.rint(share * 250.0), 0).astype(np.uint8)
+
+
 def colin_t1_on_atlas_grid(src: Path, shape, affine):
     """Colin27's brain T1 copied onto the atlas grid (both 1 mm and axis-aligned)."""
     ch = nib.load(str(src / "templates" / "ch2bet.nii.gz"))
@@ -348,12 +367,15 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     labels, affine = build_atlas(args.sources)
     fields = distance_fields(labels)
-    gm_share = gm_share_field(colin_t1_on_atlas_grid(args.sources, labels.shape, affine), labels)
+    colin_t1 = colin_t1_on_atlas_grid(args.sources, labels.shape, affine)
+    gm_share = gm_share_field(colin_t1, labels)
+    csf_share = csf_share_field(colin_t1, labels)
     # The lining is undone after the fields and the GM share are taken from the segmentation as it was
     # (relabelling cortex as white matter moves neither the ventricles nor the sulcal CSF).
     lining = ventricle_lining(labels, fields, affine)
     labels[lining] = ID["wm_periventricular"]
     gm_share[lining] = 0
+    csf_share[lining] = 0
     print(f"ventricle lining relabelled as periventricular WM: {lining.sum() / 1000:.1f} ml")
     img = nib.Nifti1Image(labels, affine)
     img.header.set_xyzt_units("mm")
@@ -362,7 +384,7 @@ def main():
     counts = np.bincount(labels.ravel(), minlength=len(LABELS))
     for k, name in LABELS.items():
         print(f"{k:3d} {name:30s} {counts[k] / 1000:9.1f} ml")
-    np.savez_compressed(OUT / "atlas_fields.npz", **fields, gm_share=gm_share)
+    np.savez_compressed(OUT / "atlas_fields.npz", **fields, gm_share=gm_share, csf_share=csf_share)
     lib = lesion_library(args.sources)
     np.savez_compressed(OUT / "lesion_library.npz", **lib)
     print(f"lesion library: {len(lib['voxels'])} components, {lib['voxels'].sum() / 1000:.1f} ml")

@@ -13,6 +13,10 @@ things a reader of the montage sees at a glance and that lesion statistics do no
   no ventricles, no lesions): *fine* = median |I - G1(I)| (noise and grain finer than ~2 mm) and
   *blotch* = SD of G1.5(I) - G4(I) (patches of 2-6 mm), both / the median. G_s is a Gaussian of s mm
   normalised over the kept voxels only, so ventricle and lesion edges do not count as texture.
+* noise: Immerkaer's estimate (sqrt(pi/2) / 6 x the median |Laplacian 3x3 mask|) on the slab's native
+  axial slices, 8 voxels in from the brain's edge, / the slab's median. It sees the pixel-to-pixel
+  noise and hardly any anatomy, so it tells white noise from noise correlated over a voxel (scanners
+  reconstruct on a finer matrix than they acquire), which *fine* cannot.
 * sharpness: the 90th and 99th percentiles of the in-plane gradient magnitude (Sobel, per mm, on the
   same 1 mm slices, 3 mm in from the brain's edge) / the brain's median: sulci, the cortical ribbon and
   the ventricles' walls make the strongest edges, and a blurred synthetic brain has weaker ones.
@@ -101,9 +105,24 @@ def intensity_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> dict |
     if outside.sum() >= 1000:
         head = np.percentile(flair[outside], HEAD_QUANTILES) / float(np.median(flair[brainmask]))
         profile = depth_profile(flair, brainmask, spacing)
+    texture = texture_stats(flair, brainmask, spacing)
+    if texture is not None:
+        texture += (noise_estimate(flair, brainmask, ks) / median,)
     return {"brain": np.percentile(values, BRAIN_QUANTILES) / median, "head": head, "profile": profile,
-            "cortex": depth_profile(flair, brainmask, spacing, within="brain"),
-            "texture": texture_stats(flair, brainmask, spacing)}
+            "cortex": depth_profile(flair, brainmask, spacing, within="brain"), "texture": texture}
+
+
+IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+
+
+def noise_estimate(flair: np.ndarray, brainmask: np.ndarray, slices: range) -> float:
+    """Immerkaer's noise SD (image units) over the native axial ``slices``, deep inside the brain."""
+    residuals = []
+    for k in slices:
+        deep = ndi.binary_erosion(brainmask[:, :, k], iterations=8)
+        if deep.sum() >= 200:
+            residuals.append(np.abs(ndi.convolve(flair[:, :, k].astype(np.float32), IMMERKAER_MASK))[deep])
+    return float(np.sqrt(np.pi / 2) / 6 * np.median(np.concatenate(residuals))) if residuals else float("nan")
 
 
 def _masked_gaussian(image: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarray:
@@ -209,7 +228,7 @@ def table(name: str, rows: list[dict]) -> str:
     cells += [f"{np.median(head_q[:, j]):.2f}" if len(head_q) else "-" for j in range(len(HEAD_QUANTILES))]
     texture = np.array([r["texture"] for r in rows if r["texture"] is not None])
     cells += [f"{np.median(texture[:, j]):.4f} ({texture[:, j].min():.4f}-{texture[:, j].max():.4f})"
-              if len(texture) else "-" for j in range(4)]
+              if len(texture) else "-" for j in range(5)]
     return f"| {name} ({len(rows)}) | " + " | ".join(cells) + " |"
 
 
@@ -229,7 +248,8 @@ def main() -> int:
     args = parser.parse_args()
     header = (["images"] + [f"brain p{q}" for q in BRAIN_QUANTILES] + ["brain IQR (range)"]
               + [f"head p{q}" for q in HEAD_QUANTILES] + ["WM fine (range)", "WM blotch (range)",
-                                                                       "edge p90 (range)", "edge p99 (range)"])
+                                                                       "edge p90 (range)", "edge p99 (range)",
+                                                                       "noise (range)"])
     print("Medians over images; brain quantiles / slab median, head quantiles / brain median.")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from conftest import SHARED_DATA, requires_shared_data
 from wmhkit import synth
 from wmhkit.synth import generate_sample, sample_rng
 from wmhkit.synth.anatomy import (
@@ -53,6 +54,30 @@ def test_sulcal_csf_fraction_is_soft_and_follows_the_labels():
     # Thin sulci are partly cortex: the fraction there is between the pure classes, not 0/1.
     assert 0.35 < np.median(anat.csf_frac[sulcal]) < 0.95
     assert np.median(anat.csf_frac[wm]) < 0.02
+
+
+@requires_shared_data("templates", "ch2bet.nii.gz")
+def test_sulci_left_as_cortex_by_the_segmentation_carry_their_csf_share():
+    # Colin27's T1 shows most sulci as darker lines inside what its segmentation calls cortex; the
+    # atlas's CSF fraction there must follow the T1, or those sulci vanish from every rendered case.
+    import nibabel as nib
+
+    atlas = load_atlas()
+    ch = nib.load(str(SHARED_DATA / "templates" / "ch2bet.nii.gz"))
+    offset = np.rint(np.linalg.solve(atlas.affine, ch.affine @ [0, 0, 0, 1])[:3]).astype(int)
+    t1 = np.zeros(atlas.labels.shape, np.float32)
+    lo, hi = np.maximum(offset, 0), np.minimum(offset + np.array(ch.shape), atlas.labels.shape)
+    t1[tuple(slice(a, b) for a, b in zip(lo, hi))] = np.asarray(ch.dataobj, np.float32)[
+        tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, offset))]
+    cortex = np.isin(atlas.labels, atlas.ids(CORTEX_CLASSES))
+    t1 = ndi.gaussian_filter(t1, 0.5)
+    dark = cortex & (t1 < 68)  # well below the cortex's own 75-90
+    # Away from CSF labels, where their smoothed mask alone gives the fraction 0.
+    unlabelled = dark & ~ndi.binary_dilation(atlas.labels == atlas.id("csf_sulcal_extracerebral"))
+    assert unlabelled.sum() > 1000
+    assert np.median(atlas.csf_frac[unlabelled]) > 0.15
+    assert np.median(atlas.csf_frac[dark]) > 0.18  # 0.11 from the CSF labels alone
+    assert np.median(atlas.csf_frac[cortex & (t1 > 82)]) < 0.01
 
 
 def test_cortex_white_matter_boundary_renders_as_a_blend():

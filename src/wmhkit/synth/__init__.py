@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from wmhkit.io import voxel_volume_ml
+from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.anatomy import (
     NONBRAIN_CLASSES,
     WM_CLASSES,
@@ -49,6 +50,15 @@ BRAIN_EDGE_SIGMA_MM = 1.5
 # is 0.024-0.032 on the raw clinical scans and 0.026-0.035 on the MNI-processed ones, 0.010-0.022 on
 # synthetic cases with that range.
 NOISE_SIGMA_MIN, NOISE_SIGMA_MAX = 0.04, 0.09
+# Noise correlation (Gaussian sigma, output voxels). Scanners reconstruct on a finer matrix than they
+# acquire (zero-filled interpolation), so raw clinical noise is correlated over about a voxel: a
+# Laplacian (Immerkaer) noise estimate finds 0.017-0.033 of the brain median on the real clinical 2D
+# FLAIRs (scripts/compare_flair_intensities.py), 0.041-0.063 on synthetic ones with white noise at the
+# level above; 0.5-0.7 voxel (in-plane only: 2D slices are excited separately) gives 0.015-0.029 with
+# the same 1 mm white-matter grain as before. 3D FLAIRs come both ways: 0.017 on the raw one here,
+# 0.034-0.044 on the MNI-resampled labeled ones (nearly white), so 3D grids draw from 0 up.
+CLINICAL2D_NOISE_CORRELATION = (0.5, 0.7)
+NOISE_CORRELATION = (0.0, 0.7)
 BACKGROUND_NOISE_SHARE = 0.3
 
 
@@ -173,10 +183,15 @@ def generate_sample(
     wmh = (frac_o >= 0.5) & brainmask
 
     noise = float(rng.uniform(NOISE_SIGMA_MIN, NOISE_SIGMA_MAX))
-    # Skull-stripped output is 0 outside the brain mask: noise is only drawn inside it.
+    two_d = geom.slice_axis is not None
+    correlation = [float(rng.uniform(*(CLINICAL2D_NOISE_CORRELATION if two_d else NOISE_CORRELATION)))] * 3
+    if two_d:
+        correlation[geom.slice_axis] = 0.0
+    acquisition["noise_correlation_vox"] = [round(c, 3) for c in correlation]
+    # Skull-stripped output is 0 outside the brain mask.
     keep = brainmask if not skull else _background_kept(rng, tissue > 0)
-    flair = _rician(rng, flair, noise, keep)
-    t1 = _rician(rng, t1, noise * rng.uniform(0.7, 1.3), keep)
+    flair = _rician(rng, flair, noise, keep, correlation)
+    t1 = _rician(rng, t1, noise * rng.uniform(0.7, 1.3), keep, correlation)
     scale_f, scale_t = float(rng.uniform(300, 1500)), float(rng.uniform(300, 1500))
     flair = (flair * scale_f).astype(np.float32)
     t1 = (t1 * scale_t).astype(np.float32)
@@ -264,21 +279,42 @@ def _background_kept(rng: np.random.Generator, head: np.ndarray) -> np.ndarray |
     return ndi.binary_dilation(head, iterations=int(rng.integers(1, 5)))
 
 
-def _rician(rng: np.random.Generator, img: np.ndarray, sigma: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """Magnitude of the image plus complex Gaussian noise of std ``sigma`` (Rician, Gaussian at high SNR).
+def _rician(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    sigma: float,
+    mask: np.ndarray | None = None,
+    correlation_vox=(0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """Magnitude of the image plus complex Gaussian noise of std ``sigma`` per voxel (Rician, Gaussian at
+    high SNR), the noise Gaussian-correlated over ``correlation_vox`` (sigma per axis, voxels).
 
-    With ``mask`` the result is 0 outside it (and no noise is drawn there).
+    With ``mask`` the result is 0 outside it (noise is drawn only over the mask's bounding box).
     """
-    if mask is None:
-        real = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
-        imag = sigma * rng.standard_normal(img.shape, dtype=np.float32)
-        return np.sqrt(real * real + imag * imag)
-    idx = np.flatnonzero(mask)
-    real = img.ravel()[idx] + sigma * rng.standard_normal(idx.size, dtype=np.float32)
-    imag = sigma * rng.standard_normal(idx.size, dtype=np.float32)
+    box = (slice(None),) * img.ndim if mask is None else mask_bounding_box(mask)
     out = np.zeros(img.shape, np.float32)
-    out.ravel()[idx] = np.sqrt(real * real + imag * imag)
+    if box is None:
+        return out
+    shape = img[box].shape
+    real = img[box] + sigma * _correlated_noise(rng, shape, correlation_vox)
+    imag = sigma * _correlated_noise(rng, shape, correlation_vox)
+    out[box] = np.sqrt(real * real + imag * imag)
+    if mask is not None:
+        out[~mask] = 0.0
     return out
+
+
+def _correlated_noise(rng: np.random.Generator, shape, correlation_vox) -> np.ndarray:
+    """float32 noise of ``shape`` with unit std per voxel, Gaussian-correlated along each axis."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    for axis, s in enumerate(correlation_vox):
+        if s < 0.25:  # the neighbours' weight would be below 0.0004: white already
+            continue
+        radius = max(1, int(2.5 * s + 0.5))
+        weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / s) ** 2)
+        weights /= np.sqrt(np.sum(weights**2))  # unit variance out for unit variance in
+        noise = ndi.correlate1d(noise, weights.astype(np.float32), axis=axis, mode="wrap")
+    return noise
 
 
 def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):

@@ -56,7 +56,8 @@ class Atlas:
     fields : float32 (3, X, Y, Z): signed distance (mm) to the lateral/third ventricles (negative
         inside), distance (mm) from sulcal CSF or the brain's outside (0 there), and depth (mm) below
         the head's surface.
-    csf_frac : float32 (X, Y, Z) in [0, 1]: sulcal CSF partial-volume fraction (smoothed CSF mask)
+    csf_frac : float32 (X, Y, Z) in [0, 1]: sulcal CSF partial-volume fraction (smoothed CSF mask, or
+        in cortex the CSF share Colin27's T1 shows, whichever is larger)
     gm_share : float32 (X, Y, Z) in [0, 1]: grey-matter share near the cortex/white-matter boundary
         (from Colin27's T1 intensity between its GM and WM peaks; 0 away from the boundary)
     """
@@ -88,9 +89,12 @@ def load_atlas() -> Atlas:
         d_csf = npz["d_csf"].astype(np.float32) / 4.0
         d_skin = npz["d_skin"].astype(np.float32) / 8.0
         gm_share = npz["gm_share"].astype(np.float32) / 250.0
+        cortex_csf_share = npz["csf_share"].astype(np.float32) / 250.0
     fields = np.stack([d_vent, d_csf, d_skin])
     sulcal = [k for k, v in names.items() if v == "csf_sulcal_extracerebral"][0]
     csf_frac = ndi.gaussian_filter((labels == sulcal).astype(np.float32), SULCAL_PV_SIGMA_MM, truncate=3.0)
+    # Sulci the segmentation left as cortex: their CSF share read from Colin27's T1 (build script).
+    np.maximum(csf_frac, cortex_csf_share, out=csf_frac)
     return Atlas(labels=labels, affine=img.affine.astype(float), names=names, fields=fields, csf_frac=csf_frac,
                  gm_share=gm_share)
 
