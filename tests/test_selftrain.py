@@ -46,33 +46,34 @@ def _recall_of_findable_lesions(case, result) -> float:
     return sum(bool(result.mask[labels == i].any()) for i in findable) / len(findable)
 
 
-def _check(case, result, min_recall_all: float) -> None:
+def _check(case, result, min_recall_all: float, max_outside_share: float) -> None:
     scores = score(case.wmh, result.mask, case.affine)
     assert _recall_of_findable_lesions(case, result) >= 0.7
     assert scores.recall >= min_recall_all  # the tiny lesions are not all given up on
     assert scores.f1 >= 0.5  # not bought by marking everything bright
     outside, count = _pseudo_lesions_outside_white_matter(case, result)
     assert count > 0
-    assert outside <= 0.1 * count, f"{outside} of {count} pseudo-lesions lie outside the white matter"
+    assert outside <= max_outside_share * count, f"{outside} of {count} pseudo-lesions lie outside the white matter"
 
 
 def test_pseudo_labels_recall_known_lesions_and_stay_in_white_matter(case):
-    # The method itself, given the case's true white matter. Measured (session 8 generator): recall 1.0
-    # of the 15 lesions >= 0.03 ml, 0.70 of all 33, F1 0.80, none of 16 pseudo-lesions outside the
-    # white matter.
+    # The method itself, given the case's true white matter: the bounds as written (recall of
+    # all lesions >= 0.7, none outside the white matter). Measured (session 11 generator, noise
+    # correlated over a voxel): recall 1.0 of the lesions >= 0.03 ml, 0.76 of all, F1 0.84, none of 19
+    # pseudo-lesions outside the white matter (session 8 generator, white noise: 0.70 of all).
     assert case.meta["flair_lesion_wm_contrast"] >= 0.3
     truth_wm = np.isin(case.tissue, case.meta["wm_labels"])
     result = pseudo_labels(case.flair, case.affine, case.brainmask, white_matter=truth_wm)
     assert result.mask.shape == case.flair.shape and result.mask.dtype == np.uint8
-    _check(case, result, min_recall_all=0.6)
+    _check(case, result, min_recall_all=0.7, max_outside_share=0.0)
 
 
 def test_pseudo_labels_with_the_shipped_white_matter_segmenter_stay_out_of_the_cortex(case):
-    # The shipped segmenter retrained on the recalibrated generator (session 8): measured recall 0.87 of
-    # the lesions >= 0.03 ml, 0.55 of all, F1 0.69, 1 of 14 pseudo-lesions outside the white matter
-    # (its predecessor put 9 of 22 in the bright frontal cortex).
+    # The shipped segmenter retrained on the recalibrated generator (session 8): measured (session 11
+    # generator) recall 0.93 of the lesions >= 0.03 ml, 0.58 of all, F1 0.71, 1 of 15 pseudo-lesions
+    # outside the white matter (its predecessor put 9 of 22 in the bright frontal cortex).
     result = pseudo_labels(case.flair, case.affine, case.brainmask)
-    _check(case, result, min_recall_all=0.45)
+    _check(case, result, min_recall_all=0.45, max_outside_share=0.1)
 
 
 def test_abnormality_is_a_local_z_score_against_white_matter():
