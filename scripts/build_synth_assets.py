@@ -282,15 +282,15 @@ COLIN_GM_PEAK, COLIN_WM_PEAK = 85.0, 112.0
 GM_SHARE_BAND_MM = 2
 
 
-def gm_share_field(t1, labels):
+def gm_share_field(ts, labels):
     """Grey-matter share of each voxel near the cortex/white-matter boundary, from Colin27's T1.
 
     Labels give every voxel one class, so the cortex/WM boundary renders as a one-voxel staircase that
     the point spread turns into blobs; the T1 intensity between the two class peaks is the partial
     volume a real scan shows there. Kept only within GM_SHARE_BAND_MM of the boundary, in cortex and
     cerebral WM (0 elsewhere: pure classes render from their labels), stored as share * 250 in uint8.
+    ``ts``: Colin27's T1 on the atlas grid, lightly smoothed (see main).
     """
-    ts = ndi.gaussian_filter(t1, 0.5)
     cortex = np.isin(labels, [ID[n] for n in LABELS.values() if n.startswith("gm_cortex")])
     wm = np.isin(labels, [ID["wm_periventricular"], ID["wm_deep"], ID["wm_juxtacortical"]])
     near_cortex = ndi.binary_dilation(cortex, iterations=GM_SHARE_BAND_MM)
@@ -304,15 +304,15 @@ def gm_share_field(t1, labels):
 COLIN_SULCAL_ONSET, COLIN_CSF_LEVEL = 76.0, 30.0
 
 
-def csf_share_field(t1, labels):
+def csf_share_field(ts, labels):
     """CSF share of cortex voxels, from Colin27's T1, stored as share * 250 in uint8.
 
     The segmentation labels a sulcus CSF only where its fundus is clearly dark, so most of Colin27's
     sulci, visible on its T1 as continuous darker lines between the cortical banks, are cortex in the
     labels: warped and averaged over a thick slice they vanish, and the cortex renders as bright
-    blobs. The T1 intensity below the cortex's own range is the CSF partial volume there.
+    blobs. The T1 intensity below the cortex's own range is the CSF partial volume there. ``ts`` as
+    for :func:`gm_share_field`.
     """
-    ts = ndi.gaussian_filter(t1, 0.5)
     cortex = np.isin(labels, [ID[n] for n in LABELS.values() if n.startswith("gm_cortex")])
     share = np.clip((COLIN_SULCAL_ONSET - ts) / (COLIN_SULCAL_ONSET - COLIN_CSF_LEVEL), 0.0, 1.0)
     return np.where(cortex, np.rint(share * 250.0), 0).astype(np.uint8)
@@ -367,7 +367,8 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     labels, affine = build_atlas(args.sources)
     fields = distance_fields(labels)
-    colin_t1 = colin_t1_on_atlas_grid(args.sources, labels.shape, affine)
+    # Smoothed lightly (0.5 mm) so that the partial-volume shares follow tissue, not voxel noise.
+    colin_t1 = ndi.gaussian_filter(colin_t1_on_atlas_grid(args.sources, labels.shape, affine), 0.5)
     gm_share = gm_share_field(colin_t1, labels)
     csf_share = csf_share_field(colin_t1, labels)
     # The lining is undone after the fields and the GM share are taken from the segmentation as it was

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import SHARED_DATA, requires_shared_data
+from conftest import REPO, SHARED_DATA, requires_shared_data
 from wmhkit import synth
 from wmhkit.synth import generate_sample, sample_rng
 from wmhkit.synth.anatomy import (
@@ -60,15 +60,13 @@ def test_sulcal_csf_fraction_is_soft_and_follows_the_labels():
 def test_sulci_left_as_cortex_by_the_segmentation_carry_their_csf_share():
     # Colin27's T1 shows most sulci as darker lines inside what its segmentation calls cortex; the
     # atlas's CSF fraction there must follow the T1, or those sulci vanish from every rendered case.
-    import nibabel as nib
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("build_synth_assets", REPO / "scripts" / "build_synth_assets.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
     atlas = load_atlas()
-    ch = nib.load(str(SHARED_DATA / "templates" / "ch2bet.nii.gz"))
-    offset = np.rint(np.linalg.solve(atlas.affine, ch.affine @ [0, 0, 0, 1])[:3]).astype(int)
-    t1 = np.zeros(atlas.labels.shape, np.float32)
-    lo, hi = np.maximum(offset, 0), np.minimum(offset + np.array(ch.shape), atlas.labels.shape)
-    t1[tuple(slice(a, b) for a, b in zip(lo, hi))] = np.asarray(ch.dataobj, np.float32)[
-        tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, offset))]
+    t1 = build.colin_t1_on_atlas_grid(SHARED_DATA, atlas.labels.shape, atlas.affine)
     cortex = np.isin(atlas.labels, atlas.ids(CORTEX_CLASSES))
     t1 = ndi.gaussian_filter(t1, 0.5)
     dark = cortex & (t1 < 68)  # well below the cortex's own 75-90
