@@ -156,9 +156,8 @@ def test_correlated_noise_has_unit_variance_and_the_declared_correlation():
 
 
 def _neighbour_correlation(values: np.ndarray, keep: np.ndarray, axis: int) -> float:
-    a = values[keep & np.roll(keep, 1, axis=axis)]
-    b = np.roll(values, 1, axis=axis)[keep & np.roll(keep, 1, axis=axis)]
-    return float(np.corrcoef(a, b)[0, 1])
+    pairs = keep & np.roll(keep, 1, axis=axis)
+    return float(np.corrcoef(values[pairs], np.roll(values, 1, axis=axis)[pairs])[0, 1])
 
 
 def test_clinical_noise_is_correlated_in_plane_and_not_across_slices():
