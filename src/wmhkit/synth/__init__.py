@@ -45,20 +45,19 @@ __all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_na
 RANDOM_CONTRAST_SHARE = 0.2
 # Smoothing of the brain mask's surface (Gaussian sigma, mm), see smooth_brain_fraction.
 BRAIN_EDGE_SIGMA_MM = 1.5
-# Noise SD relative to white matter, on the output grid. Real FLAIRs have a grainier white matter than
-# 1.5-6 % gave: median |I - G_1mm(I)| / median over deep white matter (scripts/compare_flair_intensities.py)
-# is 0.024-0.032 on the raw clinical scans and 0.026-0.035 on the MNI-processed ones, 0.010-0.022 on
-# synthetic cases with that range.
-NOISE_SIGMA_MIN, NOISE_SIGMA_MAX = 0.04, 0.09
-# Noise correlation (Gaussian sigma, output voxels). Scanners reconstruct on a finer matrix than they
-# acquire (zero-filled interpolation), so raw clinical noise is correlated over about a voxel: a
-# Laplacian (Immerkaer) noise estimate finds 0.017-0.033 of the brain median on the real clinical 2D
-# FLAIRs (scripts/compare_flair_intensities.py), 0.041-0.063 on synthetic ones with white noise at the
-# level above; 0.5-0.7 voxel (in-plane only: 2D slices are excited separately) gives 0.015-0.029 with
-# the same 1 mm white-matter grain as before. 3D FLAIRs come both ways: 0.017 on the raw one here,
-# 0.034-0.044 on the MNI-resampled labeled ones (nearly white), so 3D grids draw from 0 up.
+# Noise SD relative to white matter, on the output grid, and its correlation (Gaussian sigma, output
+# voxels). Scanners reconstruct on a finer matrix than they acquire (zero-filled interpolation), so raw
+# noise is correlated over about a voxel; 2D slices are excited separately, so not across them. Matched
+# on the real FLAIRs with scripts/compare_flair_intensities.py: Immerkaer's Laplacian noise estimate is
+# 0.017-0.033 of the brain median on the raw clinical 2D scans (median 0.022), 0.017 on the raw 3D one
+# and 0.034-0.044 on the MNI-resampled labeled ones (nearly white); the 1 mm white-matter grain ("fine")
+# 0.024-0.032. 4-9 % with 0-0.7 voxel on 3D grids (eighth to eleventh sessions) gave 0.035-0.075 on 6
+# of the montage's 14 cases, a speckle no real tile shows; 3.5-7 % with 0.5-0.7 voxel
+# (clinical 2D) gives 0.017-0.033, median 0.0225 (fine 0.027). On 3D grids a correlation below ~0.45
+# voxel still gave 0.049-0.053 at 6.5-7 %, so they draw 0.45-0.7 as well.
+NOISE_SIGMA_MIN, NOISE_SIGMA_MAX = 0.035, 0.07
 CLINICAL2D_NOISE_CORRELATION = (0.5, 0.7)
-NOISE_CORRELATION = (0.0, 0.7)
+NOISE_CORRELATION = (0.45, 0.7)
 BACKGROUND_NOISE_SHARE = 0.3
 
 
@@ -151,7 +150,7 @@ def generate_sample(
     severity = severity or draw_severity(rng, age)
     target_ml = draw_target_ml(rng, severity)
     frac, lesion_info = make_lesions(rng, anat, work_spacing_mm, severity, target_ml)
-    contrast = draw_contrast(rng, random_contrast, clinical2d=geom.slice_axis is not None)
+    contrast = draw_contrast(rng, random_contrast, profile=geom.profile)
     flair_w, t1_w = render(rng, anat, frac, contrast, work_spacing_mm)
     brain_ids = [k for k, v in atlas.names.items() if k != 0 and v not in NONBRAIN_CLASSES]
     brain_w = smooth_brain_fraction(np.isin(anat.labels, brain_ids), work_spacing_mm)
@@ -220,6 +219,7 @@ def generate_sample(
         "flair_wm_intensity": round(scale_f * float(contrast["flair_mean"][atlas.id("wm_deep")]), 2),
         "noise_sigma_rel_wm": round(noise, 4),
         "bias_sigma": round(contrast["bias_sigma"], 4),
+        "coil_gain": [round(g, 4) for g in contrast["coil_gain"]],
         "distractors": {
             "csf_flow_artefact": round(contrast["flow_artefact"], 3),
             "ependymal_rim": round(contrast["ependymal_rim"], 3),

@@ -13,6 +13,7 @@ import numpy as np
 from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.anatomy import (
     CORTEX_CLASSES,
+    NONBRAIN_CLASSES,
     VENTRICLE_CLASSES,
     WM_CLASSES,
     WarpedAnatomy,
@@ -25,6 +26,14 @@ from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at
 # to twice that (augmentation).
 BIAS_SIGMA_MAX = 0.12
 BIAS_SIGMA_MAX_RANDOM = 0.3
+# Receive-coil profile: log gain from the brain's centre to its edge (see coil_profile). Phased-array
+# head coils leave the periphery brighter than the centre. The real clinical 2D FLAIRs here fall from
+# 1.14 x the brain median 4 mm under the brain's surface to 0.86 x 56 mm in
+# (scripts/compare_flair_intensities.py, rings every 4 mm); synthetic clinical cases without a profile
+# fell from 1.06 to 0.91, with a gain of 0.05-0.35 from 1.14 to 0.83, and their cortex band (1.06 at
+# 3-5 mm) rose to the real 1.14. The 3D and MNI-processed FLAIRs are flat (bias-corrected), so research
+# 3D grids draw around 0, either sign (3 T centre brightening), and training grids span both.
+COIL_GAIN = {"clinical2d": (0.05, 0.35), "research3d": (-0.1, 0.15), "train": (-0.1, 0.35)}
 # Tissue that shares voxels with sulcal CSF (partial volume): the cortex and what lies under it.
 PV_CLASSES = CORTEX_CLASSES + WM_CLASSES + (
     "csf_sulcal_extracerebral", "cerebellum_gm", "cerebellum_wm", "brainstem",
@@ -60,10 +69,12 @@ CLASS_RANGES = {
     # Outside the brain, real clinical FLAIRs are dark: over the head around the brain the median is
     # ~0.33 x the brain's median and even the brightest 3 % (scalp fat) reach only 0.6-1.1 x it. Under
     # the scalp, 5-13 mm deep, they stay at ~0.2 x (bone with marrow and CSF in thick slices), not black.
+    # Fat and muscle were 0.55-1.0 and 0.15-0.4 until the receive-coil profile (COIL_GAIN) brightened
+    # the scalp with the cortex: the head's 90th percentile rose to 0.80 x the brain (real 0.65).
     "skull_bone": ("bone", (0.05, 0.2), (0.02, 0.15)),
     "skull_marrow": ("marrow", (0.15, 0.6), (0.8, 1.5)),
-    "scalp_fat": ("fat", (0.55, 1.0), (1.2, 1.9)),
-    "muscle_soft_tissue": ("muscle", (0.15, 0.4), (0.4, 0.7)),
+    "scalp_fat": ("fat", (0.5, 0.9), (1.2, 1.9)),
+    "muscle_soft_tissue": ("muscle", (0.12, 0.33), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.4), (0.05, 0.3)),
     "orbital_fat": ("fat", (0.55, 1.1), (1.1, 1.8)),
     "dura_meninges": ("dura", (0.15, 0.5), (0.2, 0.7)),
@@ -76,15 +87,17 @@ CLASS_RANGES = {
 CLINICAL2D_CORTEX_FLAIR = (1.3, 1.8)
 
 
-def draw_contrast(rng: np.random.Generator, random_contrast: bool, clinical2d: bool = False) -> dict:
-    """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings; ``clinical2d`` draws the
-    FLAIR cortex from CLINICAL2D_CORTEX_FLAIR instead of its CLASS_RANGES entry.
+def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str = "train") -> dict:
+    """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings for an output grid of
+    ``profile`` ('clinical2d', 'research3d' or 'train'): a clinical 2D grid draws the FLAIR cortex from
+    CLINICAL2D_CORTEX_FLAIR instead of its CLASS_RANGES entry, and each profile its COIL_GAIN.
 
     Returns a dict of plain values (JSON-able apart from the (n_labels,) float arrays under
     ``flair_mean``, ``flair_std``, ``t1_mean``, ``t1_std``).
     """
     names = load_atlas().names
     n = max(names) + 1
+    clinical2d = profile == "clinical2d"
     out: dict = {"random_contrast": bool(random_contrast)}
     for m, modality in enumerate(("flair", "t1")):
         group_mean: dict[str, float] = {}
@@ -142,6 +155,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, clinical2d: b
     # Thin bright ependymal lining of the ventricles (~1 mm): normal on FLAIR, not WMH.
     out["ependymal_rim"] = float(rng.uniform(0.05, 0.3) if rng.random() < 0.4 else 0.0)
     out["bias_sigma"] = float(rng.uniform(0.0, BIAS_SIGMA_MAX_RANDOM if random_contrast else BIAS_SIGMA_MAX))
+    out["coil_gain"] = [float(g) for g in rng.uniform(*COIL_GAIN[profile], 2)]  # FLAIR, T1
     out["flow_artefact"] = float(rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0)
     out["vessels"] = int(rng.integers(5, 40) if rng.random() < 0.5 else 0)
     return out
@@ -187,6 +201,10 @@ def render(
     if dgm_box is not None:
         dgm_tissue = np.isin(labels[dgm_box], dgm_ids + atlas.ids(WM_CLASSES))
     bias = np.exp(contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2))
+    if any(contrast["coil_gain"]):
+        radius = coil_profile(labels)
+        for m, gain in enumerate(contrast["coil_gain"]):
+            bias[m] *= np.exp(np.float32(gain) * radius)
     pv_idx, pv_frac, pv_is_csf = _sulcal_partial_volume(anat)
     share_idx, share, share_in_cortex = _cortex_wm_partial_volume(anat)
     share_labels = labels.reshape(-1)[share_idx]
@@ -245,6 +263,24 @@ def render(
         np.clip(img, 0.0, None, out=img)
         images.append(img.astype(np.float32, copy=False))
     return images[0], images[1]
+
+
+def coil_profile(labels: np.ndarray) -> np.ndarray:
+    """float32 (X, Y, Z): squared radius from the brain's centre, normalised by its half-extent along
+    each axis (0 at the centre, 1 at the brain's edge and beyond: the scalp gains no more than the
+    cortex under it), minus 0.5 so that the gain leaves the brain's mid-depth as it was."""
+    brain_ids = [k for k, v in load_atlas().names.items() if k != 0 and v not in NONBRAIN_CLASSES]
+    brain = np.isin(labels, brain_ids)
+    radius = np.zeros(labels.shape, np.float32)
+    if not brain.any():
+        return radius
+    for axis in range(3):
+        present = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        centre, half = (present[0] + present[-1]) / 2.0, max((present[-1] - present[0]) / 2.0, 1.0)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        radius += (((np.arange(labels.shape[axis]) - centre) / half) ** 2).astype(np.float32).reshape(shape)
+    return np.minimum(radius, 1.0) - 0.5
 
 
 def _sulcal_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
