@@ -158,6 +158,8 @@ def test_thin_sulci_render_grey_not_as_dark_as_ventricles():
 @pytest.mark.parametrize("profile,seed,roughness", [("clinical2d", 21, 0.045), ("research3d", 22, 0.25)])
 def test_stripped_image_is_zero_outside_a_smooth_brain_mask(profile, seed, roughness):
     s = generate_sample(seed, profile, work_spacing_mm=1.0, severity="mild")
+    lo, hi = synth.NOISE_SIGMA[profile]  # research 3D FLAIRs are less noisy than clinical 2D ones
+    assert lo <= s.meta["noise_sigma_rel_wm"] <= hi
     mask = s.brainmask > 0
     assert not s.flair[~mask].any() and not s.t1[~mask].any()
     assert not (s.wmh.astype(bool) & ~mask).any()
