@@ -46,18 +46,13 @@ RANDOM_CONTRAST_SHARE = 0.2
 # Smoothing of the brain mask's surface (Gaussian sigma, mm), see smooth_brain_fraction.
 BRAIN_EDGE_SIGMA_MM = 1.5
 # Noise SD relative to white matter, on the output grid, and its correlation (Gaussian sigma, output
-# voxels). Scanners reconstruct on a finer matrix than they acquire (zero-filled interpolation), so raw
-# noise is correlated over about a voxel; 2D slices are excited separately, so not across them. Matched
-# on the real FLAIRs with scripts/compare_flair_intensities.py: Immerkaer's Laplacian noise estimate is
-# 0.017-0.033 of the brain median on the raw clinical 2D scans (median 0.022), 0.017 on the raw 3D one
-# and 0.034-0.044 on the MNI-resampled labeled ones (nearly white); the 1 mm white-matter grain ("fine")
-# 0.024-0.032. 4-9 % with 0-0.7 voxel on 3D grids (eighth to eleventh sessions) gave 0.035-0.075 on 6
-# of the montage's 14 cases, a speckle no real tile shows; 3.5-7 % with 0.5-0.7 voxel
-# (clinical 2D) gives 0.017-0.033, median 0.0225 (fine 0.027). On 3D grids a correlation below ~0.45
-# voxel still gave 0.049-0.053 at 6.5-7 %, so they draw 0.45-0.7 as well; and correlated noise that
-# matches the real 3D FLAIR's Immerkaer estimate at 6.7 % still showed as 2-3 mm speckle over its smooth
-# white matter (montage tile 23, twelfth session: the real one's 1 mm grain is anatomy more than noise),
-# so research 3D grids draw 2.5-5 %. Training grids span both.
+# voxels): scanners reconstruct on a finer matrix than they acquire, so raw noise is correlated over
+# about a voxel (in-plane only on 2D grids: slices are excited separately). Matched on the real FLAIRs
+# (scripts/compare_flair_intensities.py): Immerkaer's Laplacian noise estimate is 0.017-0.033 of the
+# brain median on the raw clinical 2D scans, 0.017 on the raw 3D one, 0.034-0.044 on the MNI-resampled
+# ones; clinical 2D cases give 0.017-0.033 here. Research 3D grids stay below that match: at it,
+# correlated noise still showed as 2-3 mm speckle over white matter that the real 3D FLAIR shows smooth
+# (its grain is anatomy more than noise; docs/synth.md, twelfth session). Training grids span both.
 NOISE_SIGMA = {"clinical2d": (0.035, 0.07), "research3d": (0.025, 0.05), "train": (0.025, 0.07)}
 CLINICAL2D_NOISE_CORRELATION = (0.5, 0.7)
 NOISE_CORRELATION = (0.45, 0.7)

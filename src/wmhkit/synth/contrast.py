@@ -30,8 +30,8 @@ BIAS_SIGMA_MAX_RANDOM = 0.3
 # head coils leave the periphery brighter than the centre. The real clinical 2D FLAIRs here fall from
 # 1.14 x the brain median 4 mm under the brain's surface to 0.86 x 56 mm in
 # (scripts/compare_flair_intensities.py, rings every 4 mm); synthetic clinical cases without a profile
-# fell from 1.06 to 0.91, with a gain of 0.05-0.35 from 1.14 to 0.83, and their cortex band (1.06 at
-# 3-5 mm) rose to the real 1.14. The 3D and MNI-processed FLAIRs are flat (bias-corrected), so research
+# fell from 1.06 to 0.91, with a gain of 0.05-0.35 from 1.16 to 0.83, and their cortex band (1 mm rings)
+# from 1.06 to 1.18 (real 1.14). The 3D and MNI-processed FLAIRs are flat (bias-corrected), so research
 # 3D grids draw around 0, either sign (3 T centre brightening), and training grids span both.
 COIL_GAIN = {"clinical2d": (0.05, 0.35), "research3d": (-0.1, 0.15), "train": (-0.1, 0.35)}
 # Tissue that shares voxels with sulcal CSF (partial volume): the cortex and what lies under it.
