@@ -198,7 +198,7 @@ def test_coil_profile_brightens_the_brain_periphery_by_the_drawn_gain():
     grid[:3, 3] = [-90.0, -115.0, -80.0]
     anat = warp_atlas(rng, grid, (90, 110, 90), random_spatial_params(rng, strength=0.0))
     radius = coil_profile(anat.labels)
-    brain = np.isin(anat.labels, [k for k, v in load_atlas().names.items() if k and v not in NONBRAIN_CLASSES])
+    brain = np.isin(anat.labels, load_atlas().brain_ids())
     assert radius.min() >= -0.5 and radius.max() == 0.5  # capped at the brain's edge
     deep, edge = brain & (anat.d_vent < 3), brain & (anat.d_csf <= 1.0) & (anat.d_vent > 25)
     assert radius[edge].mean() > radius[deep].mean() + 0.5
@@ -206,7 +206,7 @@ def test_coil_profile_brightens_the_brain_periphery_by_the_drawn_gain():
     contrast.update(texture=0.0, bias_sigma=0.0, vessels=0, flow_artefact=0.0, coil_gain=[0.0, 0.0])
     flat, _ = render(sample_rng(1), anat, np.zeros(anat.labels.shape, np.float32), contrast, 2.0)
     contrast["coil_gain"] = [0.3, 0.0]
-    coiled, t1 = render(sample_rng(1), anat, np.zeros(anat.labels.shape, np.float32), contrast, 2.0)
+    coiled, _ = render(sample_rng(1), anat, np.zeros(anat.labels.shape, np.float32), contrast, 2.0)
     gain = coiled[brain] / np.maximum(flat[brain], 1e-6)
     np.testing.assert_allclose(gain, np.exp(0.3 * radius[brain]), rtol=1e-4)
     # Clinical 2D FLAIRs are periphery-bright; 3D grids draw around 0, either sign.

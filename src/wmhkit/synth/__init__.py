@@ -28,7 +28,6 @@ from scipy import ndimage as ndi
 from wmhkit.io import voxel_volume_ml
 from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.anatomy import (
-    NONBRAIN_CLASSES,
     WM_CLASSES,
     add_scalp_fat,
     apply_atrophy,
@@ -150,8 +149,7 @@ def generate_sample(
     frac, lesion_info = make_lesions(rng, anat, work_spacing_mm, severity, target_ml)
     contrast = draw_contrast(rng, random_contrast, profile=geom.profile)
     flair_w, t1_w = render(rng, anat, frac, contrast, work_spacing_mm)
-    brain_ids = [k for k, v in atlas.names.items() if k != 0 and v not in NONBRAIN_CLASSES]
-    brain_w = smooth_brain_fraction(np.isin(anat.labels, brain_ids), work_spacing_mm)
+    brain_w = smooth_brain_fraction(np.isin(anat.labels, atlas.brain_ids()), work_spacing_mm)
 
     acquisition: dict = {}
     if train:

@@ -76,6 +76,10 @@ class Atlas:
     def id(self, name: str) -> int:
         return self.ids([name])[0]
 
+    def brain_ids(self) -> list[int]:
+        """Ids of every brain class (not background, not NONBRAIN_CLASSES)."""
+        return [k for k, v in self.names.items() if k != 0 and v not in NONBRAIN_CLASSES]
+
 
 @lru_cache(maxsize=1)
 def load_atlas() -> Atlas:

@@ -13,7 +13,6 @@ import numpy as np
 from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.anatomy import (
     CORTEX_CLASSES,
-    NONBRAIN_CLASSES,
     VENTRICLE_CLASSES,
     WM_CLASSES,
     WarpedAnatomy,
@@ -269,8 +268,7 @@ def coil_profile(labels: np.ndarray) -> np.ndarray:
     """float32 (X, Y, Z): squared radius from the brain's centre, normalised by its half-extent along
     each axis (0 at the centre, 1 at the brain's edge and beyond: the scalp gains no more than the
     cortex under it), minus 0.5 so that the gain leaves the brain's mid-depth as it was."""
-    brain_ids = [k for k, v in load_atlas().names.items() if k != 0 and v not in NONBRAIN_CLASSES]
-    brain = np.isin(labels, brain_ids)
+    brain = np.isin(labels, load_atlas().brain_ids())
     radius = np.zeros(labels.shape, np.float32)
     if not brain.any():
         return radius
