@@ -312,3 +312,27 @@ def test_grown_ventricles_leave_no_thalamus_sheets_inside():
     assert sheets.sum() < 0.02 * ventricle.sum()
     # The septum pellucidum, a real membrane between the ventricles, stays.
     assert (anat.labels == atlas.id("septum_pellucidum")).any()
+
+
+def test_nearest_atlas_gather_matches_grid_sample_nearest_on_a_rotated_grid():
+    import torch
+    import torch.nn.functional as F
+
+    from wmhkit.synth.anatomy import _nearest_atlas_index
+
+    rng = np.random.default_rng(3)
+    atlas_shape = (23, 31, 17)
+    volume = rng.random(atlas_shape).astype(np.float32)
+    # A rotated, scaled grid reaching past the atlas on every side, with points near half-voxel ties.
+    axes = np.meshgrid(*[np.linspace(-1.3, 1.3, n) for n in (19, 27, 15)], indexing="ij")
+    angle = 0.4
+    x = np.cos(angle) * axes[0] - np.sin(angle) * axes[1]
+    y = np.sin(angle) * axes[0] + np.cos(angle) * axes[1]
+    grid_xyz = np.stack([axes[2], y, x]).astype(np.float32)
+    grid_xyz += rng.normal(0, 0.01, grid_xyz.shape).astype(np.float32)
+    index, inside = _nearest_atlas_index(grid_xyz, atlas_shape)
+    gathered = np.where(inside.ravel(), volume.ravel()[index], 0.0).reshape(inside.shape)
+    expected = F.grid_sample(torch.from_numpy(volume)[None, None], torch.from_numpy(grid_xyz).permute(1, 2, 3, 0)[None],
+                             mode="nearest", padding_mode="zeros", align_corners=True)[0, 0].numpy()
+    assert 0.2 < inside.mean() < 0.9
+    np.testing.assert_array_equal(gathered, expected)

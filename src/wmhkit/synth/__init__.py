@@ -36,6 +36,7 @@ from wmhkit.synth.anatomy import (
     warp_atlas,
 )
 from wmhkit.synth.contrast import draw_contrast, render
+from wmhkit.synth.fields import white_noise
 from wmhkit.synth.geometry import PROFILES, Geometry, blur_for_output, sample_geometry, sample_to_output, working_grid
 from wmhkit.synth.lesions import draw_severity, draw_target_ml, make_lesions
 
@@ -302,7 +303,7 @@ def _rician(
 
 def _correlated_noise(rng: np.random.Generator, shape, correlation_vox) -> np.ndarray:
     """float32 noise of ``shape`` with unit std per voxel, Gaussian-correlated along each axis."""
-    noise = rng.standard_normal(shape, dtype=np.float32)
+    noise = white_noise(rng, shape)
     for axis, s in enumerate(correlation_vox):
         if s < 0.25:  # the neighbours' weight would be below 0.0004: white already
             continue

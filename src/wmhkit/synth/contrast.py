@@ -18,7 +18,7 @@ from wmhkit.synth.anatomy import (
     WarpedAnatomy,
     load_atlas,
 )
-from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at
+from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at, white_noise
 
 # Bias field (std of the log gain at a ~60 mm scale): realistic cases stay within what a head coil
 # with vendor intensity correction leaves (about +-25 % across the head); random-contrast cases get up
@@ -199,11 +199,12 @@ def render(
     dgm_tissue = None
     if dgm_box is not None:
         dgm_tissue = np.isin(labels[dgm_box], dgm_ids + atlas.ids(WM_CLASSES))
-    bias = np.exp(contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2))
+    log_bias = contrast["bias_sigma"] * smooth_noise(rng, shape, 60.0 / spacing_mm, channels=2)
     if any(contrast["coil_gain"]):
         radius = coil_profile(labels)
         for m, gain in enumerate(contrast["coil_gain"]):
-            bias[m] *= np.exp(np.float32(gain) * radius)
+            log_bias[m] += np.float32(gain) * radius
+    bias = np.exp(log_bias, out=log_bias)
     pv_idx, pv_frac, pv_is_csf = _sulcal_partial_volume(anat)
     share_idx, share, share_in_cortex = _cortex_wm_partial_volume(anat)
     share_labels = labels.reshape(-1)[share_idx]
@@ -220,7 +221,7 @@ def render(
             soft = np.where(dgm_tissue, sub, np.float32(mean[wm_id]))
             soft = gaussian_blur(soft, contrast["dgm_blur_mm"] / spacing_mm)
             img[dgm_box] = np.where(dgm_tissue, soft, sub)
-        img += std[labels] * rng.standard_normal(shape, dtype=np.float32)
+        img += std[labels] * white_noise(rng, shape)
         flat = img.reshape(-1)
         if share_idx.size:
             # Cortex/white-matter boundary voxels hold both tissues in the proportion Colin27's T1 shows

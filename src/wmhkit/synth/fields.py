@@ -23,6 +23,15 @@ def upsample(coarse: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return out.numpy()
 
 
+def white_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal float32 noise of ``shape``, determined by ``rng`` (one draw from it seeds torch).
+
+    torch draws a full volume about 2.5x faster than numpy's float32 ziggurat, and a sample needs six.
+    """
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+    return torch.randn(tuple(int(s) for s in shape), generator=generator).numpy()
+
+
 def smooth_noise(
     rng: np.random.Generator, shape: tuple[int, int, int], scale_vox: float, channels: int | None = None
 ) -> np.ndarray:

@@ -34,8 +34,9 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # older cache files are then regenerated, not reused. (3: FLAIR intensities, ventricles, slice spacing;
 # 4: noise, texture, scalp layers; 5: the air around most skull-on heads is 0; 6: a brighter cortex
 # on clinical 2D FLAIR; 7: noise correlated over about a voxel, the cortex's CSF share from Colin27;
-# 8: closed sulci opened in the atlas, a receive-coil profile; 9: less noise on research 3D grids.)
-CACHE_VERSION = 9
+# 8: closed sulci opened in the atlas, a receive-coil profile; 9: less noise on research 3D grids;
+# 10: white noise drawn by torch, same distribution.)
+CACHE_VERSION = 10
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
