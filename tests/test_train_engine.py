@@ -223,3 +223,42 @@ def test_shipped_pretrain_config_matches_its_segmentation_encoder():
     # The pretrained encoder must load into the segmentation network exactly, tensor for tensor.
     assert {k: v.shape for k, v in regressor.encoder.state_dict().items()} == \
         {k: v.shape for k, v in segmenter.encoder.state_dict().items()}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
+    import wmhkit.infer
+    from wmhkit.train.config import ConfigError, autocast_for
+
+    monkeypatch.setattr(wmhkit.infer, "native_bf16", lambda device="cpu": native)
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+
+    def dtype_under(precision):
+        with autocast_for(precision, "cpu"):
+            return layer(x).dtype
+
+    assert dtype_under("auto") == (torch.bfloat16 if native else torch.float32)
+    assert dtype_under("bf16") == torch.bfloat16  # asked for explicitly: emulated or not
+    assert dtype_under("fp32") == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        autocast_for("half", "cpu")
+
+
+def test_inference_defaults_to_float32_on_a_cpu_without_native_bf16(monkeypatch):
+    import wmhkit.infer
+    from wmhkit.infer import predict_slices
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+            return x[:, :1]
+
+    stack = np.zeros((2, 1, 8, 8), np.float32)
+    for native, expected in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(wmhkit.infer, "native_bf16", lambda device="cpu", native=native: native)
+        seen.clear()
+        predict_slices(Probe(), stack)
+        assert seen and set(seen) == {expected}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from wmhkit.infer import native_bf16
 from wmhkit.io import save_torch, voxel_spacing, voxel_volume_ml
 from wmhkit.models.msfcn import BrainFCN
 from wmhkit.preprocess import from_canonical, resample, to_canonical, working_grid
@@ -110,7 +111,7 @@ def predict_probability(model: BrainFCN, image: np.ndarray, affine: np.ndarray) 
     work = np.pad(work, ((0, 0), (0, 0), (FOV_EDGE_PAD, FOV_EDGE_PAD)), mode="edge")
     padded, crop = pad_to_multiple(work[None, None], model.divisor)
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16("cpu")):
         logits = model(torch.from_numpy(padded))
     prob = torch.sigmoid(logits.float())[0, 0].numpy()[crop][:, :, FOV_EDGE_PAD:-FOV_EDGE_PAD]
     native = resample(prob, w_affine, canonical.shape, c_affine, kind="linear")
@@ -149,7 +150,7 @@ def extract_brain(
 
 
 def save_brain_model(model: BrainFCN, path: str | Path, info: dict | None = None) -> None:
-    """Weights (bf16 halves the file; inference runs in bf16 anyway) plus the architecture."""
+    """Weights (bf16 halves the file; inference runs in bf16 where the CPU has it) plus the architecture."""
     state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     save_torch({"config": model.config, "state_dict": state, "info": info or {}}, path)
 

@@ -23,6 +23,7 @@ from wmhkit.brain import (
     save_brain_model,
     scale_intensities,
 )
+from wmhkit.infer import native_bf16
 from wmhkit.models.msfcn import BrainFCN
 from wmhkit.train.checkpoint import load_checkpoint, save_checkpoint
 from wmhkit.train.losses import deep_supervision_loss
@@ -122,6 +123,7 @@ def train_brain_extractor(out: Path, recipe: BrainRecipe, *, resume: bool = Fals
     model.train()
     last = recipe.steps if stop_at is None else min(stop_at, recipe.steps)
     bar = tqdm(total=recipe.steps, initial=step, desc="train brain", disable=not progress or None)
+    bf16 = native_bf16("cpu")  # emulated bf16 is slower than float32
     while step < last:
         start = time.perf_counter()
         batch = [np.load(heads[i]) for i in rng.integers(0, len(heads), recipe.batch_size)]
@@ -131,7 +133,7 @@ def train_brain_extractor(out: Path, recipe: BrainRecipe, *, resume: bool = Fals
         lr = recipe.learning_rate * schedule(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             outputs = model(images)
         loss = deep_supervision_loss([o.float() for o in outputs], masks)
         optimizer.zero_grad(set_to_none=True)

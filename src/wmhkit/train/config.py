@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from contextlib import nullcontext
 from pathlib import Path
+
+import torch
 
 DEFAULTS: dict[str, dict] = {
     # The rest of the section goes to wmhkit.models.build_model, except freeze_encoder_steps: networks with
@@ -59,7 +62,7 @@ DEFAULTS: dict[str, dict] = {
         "steps": 2000,
         "batch_size": 8,
         "clip": 5.0,
-        "precision": "bf16",  # bf16 | fp32
+        "precision": "auto",  # auto (bf16 where the device computes it natively, else fp32) | bf16 | fp32
     },
     "run": {
         "seed": 0,
@@ -75,6 +78,9 @@ DEFAULTS: dict[str, dict] = {
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used (message names the key)."""
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def merge(base: dict, update: dict, where: str = "") -> dict:
@@ -131,3 +137,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     for text in overrides or []:
         config = merge(config, parse_override(text))
     return config
+
+
+def autocast_for(precision: str, device: torch.device | str):
+    """The forward pass's autocast context for ``[optim] precision`` on ``device``.
+
+    'auto' takes bf16 only where the device computes it natively (:func:`wmhkit.infer.native_bf16`):
+    elsewhere emulated bf16 is about ten times slower than float32.
+    """
+    from wmhkit.infer import native_bf16
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"[optim] precision = {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+

@@ -22,7 +22,6 @@ import math
 import os
 import subprocess
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from wmhkit.io import save_torch
 from wmhkit.models import build_model, network_dims, rebuild_model
+from wmhkit.train.config import autocast_for
 from wmhkit.train.losses import segmentation_loss
 
 METRIC_NAMES = ("dsc", "h95", "avd", "recall", "f1")
@@ -393,8 +393,7 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=StepBatches(step, last, optim["batch_size"], runtime.rank, runtime.world),
         num_workers=run["workers"], persistent_workers=False)
-    autocast = (torch.autocast(runtime.device.type, dtype=torch.bfloat16)
-                if optim["precision"] == "bf16" else nullcontext())
+    autocast = autocast_for(optim["precision"], runtime.device)
     logger = RunLog(out, runtime.main)
     bar = tqdm(total=optim["steps"], initial=step, desc=f"train {config['model']['name']}",
                disable=not (progress and runtime.main) or None)

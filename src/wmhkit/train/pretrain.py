@@ -33,7 +33,6 @@ import csv
 import json
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ from torch.nn import functional as F
 from wmhkit.io import save_torch
 from wmhkit.models.unet3d_ds import UNet3DEncoder, encoder_options
 from wmhkit.preprocess import mask_bounding_box
-from wmhkit.train.config import DEFAULTS, ConfigError, merge, parse_override
+from wmhkit.train.config import DEFAULTS, ConfigError, autocast_for, merge, parse_override
 from wmhkit.train.data import crop_window
 
 PRETRAIN_DEFAULTS: dict = {
@@ -285,8 +284,7 @@ def pretrain(config: dict, out: str | Path, *, resume: bool = False, stop_at: in
     schedule = {"lr": section["lr"], "steps": section["steps"], "warmup_steps": section["warmup_steps"],
                 "schedule": section["schedule"]}
     last = section["steps"] if stop_at is None else min(stop_at, section["steps"])
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                if config["optim"]["precision"] == "bf16" else nullcontext())
+    autocast = autocast_for(config["optim"]["precision"], device)
     loss_fn = {"mse": F.mse_loss, "l1": F.l1_loss}[section["loss"]]
     log = _open_log(out / "log.csv", "step,loss,lr,seconds")
     bar = tqdm(total=section["steps"], initial=step, desc="pretrain age", disable=not progress or None)
