@@ -113,7 +113,7 @@ def pseudo_labels(
     csf_margin_mm: float = 1.0,
     close_mm: float = 1.5,
     min_mean_z: float = 3.6,
-    min_white_share: float = 0.3,
+    min_white_share: float = 0.5,
     sulcal_margin_mm: float = 3.0,
     ventricle_depth_mm: float = 15.0,
     device: str = "cpu",
