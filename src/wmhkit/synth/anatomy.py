@@ -234,6 +234,7 @@ def warp_atlas(
     full = upsample(coarse[::-1].astype(np.float32), grid_shape)
     flat, csf_frac_t, gm_share_t = _atlas_lookup()
     index, inside = _nearest_atlas_index(full, atlas.labels.shape)
+    # Nearest sampling at 1 mm is precise enough for the mm-scale thresholds applied to the distances.
     outside = None if inside.all() else ~inside.ravel()
     labels, *fields = [_gather(values, index, outside).reshape(grid_shape) for values in [flat["labels"]] + flat["fields"]]
     csf_frac = _interpolate_where(csf_frac_t, full, _gather(flat["has_csf_frac"], index, outside))

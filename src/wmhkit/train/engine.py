@@ -357,6 +357,7 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     runtime.barrier()
     optim, run = config["optim"], config["run"]
+    autocast = autocast_for(optim["precision"], runtime.device)  # before synthesis: a bad value fails fast
     torch.manual_seed(run["seed"])
     sources, validation, test = load_sources(config, out / "cache", progress and runtime.main)
     channels = next(iter(sources.values()))[0].channels.shape[0]
@@ -393,7 +394,6 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=StepBatches(step, last, optim["batch_size"], runtime.rank, runtime.world),
         num_workers=run["workers"], persistent_workers=False)
-    autocast = autocast_for(optim["precision"], runtime.device)
     logger = RunLog(out, runtime.main)
     bar = tqdm(total=optim["steps"], initial=step, desc=f"train {config['model']['name']}",
                disable=not (progress and runtime.main) or None)
