@@ -136,6 +136,34 @@ def test_cortex_white_matter_boundary_renders_as_a_blend():
     assert 0.2 < share < 0.6, share
 
 
+def test_ventricle_wall_voxels_render_by_the_share_the_surface_cuts_off():
+    # On a rotated grid the ventricles' surface passes through voxels at every offset: their signed
+    # distance must be sub-voxel (not the atlas's whole-voxel steps) and their intensity the blend of
+    # CSF and white matter in that proportion, so the wall is smooth rather than a staircase.
+    atlas = load_atlas()
+    rng = sample_rng(6)
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    params = random_spatial_params(rng)
+    params["matrix"] = params["matrix"] @ np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])
+    anat = warp_atlas(rng, grid, (96, 112, 80), params)
+    vent = np.isin(anat.labels, atlas.ids(("csf_lateral_ventricle",)))
+    wm = anat.labels == atlas.id("wm_periventricular")
+    wall = ndi.binary_dilation(vent) & wm
+    offsets = anat.vent_surface[wall]
+    assert np.unique(np.round(offsets, 2)).size > 20  # the atlas alone gives 0.5 mm steps
+    contrast = draw_contrast(rng, random_contrast=False)
+    contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.0,
+                    jc_gradient=0.0, ependymal_rim=0.0)
+    flair, _ = render(rng, anat, np.zeros(anat.labels.shape, np.float32), contrast, 1.0)
+    pure_wm = np.median(flair[wm & (anat.vent_surface > 1.0) & (anat.vent_surface < 3.0) & (anat.gm_share == 0)])
+    pure_csf = np.median(flair[vent & (anat.vent_surface < -1.0)])
+    for lo, hi in ((0.0, 0.2), (0.2, 0.4)):  # CSF share 0.5-0.3 and 0.3-0.1
+        level = np.median(flair[wall & (anat.vent_surface > lo) & (anat.vent_surface < hi) & (anat.csf_frac < 0.02)])
+        share = (pure_wm - level) / (pure_wm - pure_csf)
+        assert 0.5 - hi - 0.1 < share < 0.5 - lo + 0.1, (lo, share)
+
+
 def test_thin_sulci_render_grey_not_as_dark_as_ventricles():
     ratios = []
     for seed in range(8):

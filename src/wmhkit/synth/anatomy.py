@@ -45,6 +45,9 @@ SULCAL_PV_SIGMA_MM = 0.4
 # closing that finds those sheets bridges gaps up to about twice its radius (mm).
 BRIDGE_MIN_GROWTH_MM = 1.5
 BRIDGE_CLOSING_MM = 1.5
+# Where the ventricles' surface distance is interpolated (nearest-voxel signed distance, mm): from inside
+# the wall out to beyond the largest ventricle growth of apply_atrophy (4 * 1.2 mm).
+VENT_SURFACE_BAND_MM = (-2.5, 6.5)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Atlas:
     affine : (4, 4) voxel -> MNI mm
     names : {id: name}
     fields : float32 (3, X, Y, Z): signed distance (mm) to the lateral/third ventricles (negative
-        inside), distance (mm) from sulcal CSF or the brain's outside (0 there), and depth (mm) below
+        inside; from voxel centre to the nearest voxel centre of the other side), distance (mm) from sulcal CSF or the brain's outside (0 there), and depth (mm) below
         the head's surface.
     csf_frac : float32 (X, Y, Z) in [0, 1]: sulcal CSF partial-volume fraction (smoothed CSF mask, or
         in cortex the CSF share Colin27's T1 shows, whichever is larger)
@@ -123,7 +126,12 @@ def _atlas_lookup():
         "has_csf_frac": (atlas.csf_frac > 0).ravel(),
         "has_gm_share": (atlas.gm_share > 0).ravel(),
     }
-    return flat, torch.from_numpy(atlas.csf_frac)[None, None], torch.from_numpy(atlas.gm_share)[None, None]
+    # The voxel-centre distances are +-1 mm at the wall on both sides; shifted by half a voxel towards 0
+    # they put the surface between the two (0 there), which trilinear sampling then places sub-voxel.
+    d_vent = atlas.fields[0]
+    vent_surface = (d_vent - np.float32(0.5) * np.sign(d_vent)).astype(np.float32)
+    tensors = [torch.from_numpy(v)[None, None] for v in (atlas.csf_frac, atlas.gm_share, vent_surface)]
+    return flat, *tensors
 
 
 def _nearest_atlas_index(grid_xyz: np.ndarray, atlas_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +202,8 @@ class WarpedAnatomy:
     csf_frac : float32 (X, Y, Z) sulcal CSF partial-volume fraction in [0, 1] (trilinear)
     d_skin : float32 (X, Y, Z) depth (mm, atlas) below the head's surface
     gm_share : float32 (X, Y, Z) grey-matter share near the cortex/white-matter boundary (trilinear)
+    vent_surface : float32 (X, Y, Z) signed distance (mm) to the ventricles' surface, negative inside,
+        trilinear near the wall (sub-voxel: the ventricles' partial volume, see contrast.render)
     """
 
     labels: np.ndarray
@@ -203,6 +213,7 @@ class WarpedAnatomy:
     csf_frac: np.ndarray
     d_skin: np.ndarray
     gm_share: np.ndarray
+    vent_surface: np.ndarray
 
 
 def warp_atlas(
@@ -232,13 +243,17 @@ def warp_atlas(
     coarse += disp * (2.0 / (n_atlas - 1))[:, None, None, None]
     # grid_sample wants channels (x, y, z) = (last, middle, first) atlas axis.
     full = upsample(coarse[::-1].astype(np.float32), grid_shape)
-    flat, csf_frac_t, gm_share_t = _atlas_lookup()
+    flat, csf_frac_t, gm_share_t, vent_surface_t = _atlas_lookup()
     index, inside = _nearest_atlas_index(full, atlas.labels.shape)
     # Nearest sampling at 1 mm is precise enough for the mm-scale thresholds applied to the distances.
     outside = None if inside.all() else ~inside.ravel()
     labels, *fields = [_gather(values, index, outside).reshape(grid_shape) for values in [flat["labels"]] + flat["fields"]]
     csf_frac = _interpolate_where(csf_frac_t, full, _gather(flat["has_csf_frac"], index, outside))
     gm_share = _interpolate_where(gm_share_t, full, _gather(flat["has_gm_share"], index, outside))
+    near_wall = (fields[0] > VENT_SURFACE_BAND_MM[0]) & (fields[0] < VENT_SURFACE_BAND_MM[1]) & (labels > 0)
+    vent_surface = _interpolate_where(vent_surface_t, full, near_wall.ravel())
+    far = ~near_wall
+    vent_surface[far] = fields[0][far] - np.float32(0.5) * np.sign(fields[0][far])
     atlas_y = (full[1] + 1.0) * (n_atlas[1] - 1) / 2.0 * atlas.affine[1, 1] + atlas.affine[1, 3]
     return WarpedAnatomy(
         labels=labels,
@@ -248,6 +263,7 @@ def warp_atlas(
         csf_frac=csf_frac,
         d_skin=fields[2],
         gm_share=gm_share,
+        vent_surface=vent_surface,
     )
 
 
@@ -312,6 +328,7 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     if grow_v >= BRIDGE_MIN_GROWTH_MM:
         _absorb_ventricle_remnants(anat.labels, spacing_mm)
     anat.d_vent -= grow_v
+    anat.vent_surface -= grow_v
     shape = anat.labels.shape
     flat = anat.labels.reshape(-1)
     gm_ids = atlas.ids(CORTEX_CLASSES + ("cerebellum_gm",))

@@ -206,6 +206,7 @@ def render(
             log_bias[m] += np.float32(gain) * radius
     bias = np.exp(log_bias, out=log_bias)
     pv_idx, pv_frac, pv_is_csf = _sulcal_partial_volume(anat)
+    wall_idx, wall_csf, wall_is_vent = _ventricle_partial_volume(anat, spacing_mm)
     share_idx, share, share_in_cortex = _cortex_wm_partial_volume(anat)
     share_labels = labels.reshape(-1)[share_idx]
     cortex_ids = atlas.ids(CORTEX_CLASSES)
@@ -230,6 +231,14 @@ def render(
             wm_level = np.where(share_in_cortex, mean[atlas.id("wm_juxtacortical")], mean[share_labels])
             flat[share_idx] += wm_level + share * (gm_level - wm_level) - mean[share_labels]
         flat[wm_idx] *= 1.0 + (wm_gradient if modality == "flair" else -0.5 * wm_gradient)
+        if wall_idx.size:
+            # Wall voxels hold CSF and the tissue around it by where the ventricles' surface cuts them,
+            # so a wall at any angle is smooth, not a staircase of whole voxels.
+            csf_level = mean[atlas.id("csf_lateral_ventricle")]
+            own = flat[wall_idx]
+            tissue = np.where(wall_is_vent, mean[atlas.id("wm_periventricular")], own)
+            csf = np.where(wall_is_vent, own, csf_level)
+            flat[wall_idx] = tissue + wall_csf * (csf - tissue)
         if pv_idx.size:
             # A CSF-labelled voxel's other share is cortex (sulci lie between cortical banks).
             gm_level = mean[atlas.id("gm_cortex_frontal")]
@@ -292,6 +301,20 @@ def _sulcal_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray,
     idx = idx[np.isin(anat.labels.reshape(-1)[idx], atlas.ids(PV_CLASSES))]
     is_csf = anat.labels.reshape(-1)[idx] == atlas.id("csf_sulcal_extracerebral")
     return idx, np.clip(frac[idx], 0.0, 1.0), is_csf
+
+
+def _ventricle_partial_volume(anat: WarpedAnatomy, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of the voxels the ventricles' surface passes through (ventricle-labelled, or the
+    white matter and striatum they grow into), their CSF share (from the signed distance of the voxel's
+    centre to the surface, over one voxel) and which are ventricle-labelled. The thalamus, septum and
+    choroid plexus keep their hard edges (the ventricles do not grow into them)."""
+    atlas = load_atlas()
+    share = np.clip(0.5 - anat.vent_surface.reshape(-1) / np.float32(spacing_mm), 0.0, 1.0)
+    idx = np.flatnonzero((share > 0.0) & (share < 1.0))
+    labels = anat.labels.reshape(-1)[idx]
+    is_vent = np.isin(labels, atlas.ids(VENTRICLE_CLASSES))
+    keep = is_vent | np.isin(labels, atlas.ids(WM_CLASSES + ("gm_deep_striatum",)))
+    return idx[keep], share[idx[keep]], is_vent[keep]
 
 
 def _cortex_wm_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
