@@ -58,8 +58,8 @@ class Atlas:
     affine : (4, 4) voxel -> MNI mm
     names : {id: name}
     fields : float32 (3, X, Y, Z): signed distance (mm) to the lateral/third ventricles (negative
-        inside; from voxel centre to the nearest voxel centre of the other side), distance (mm) from sulcal CSF or the brain's outside (0 there), and depth (mm) below
-        the head's surface.
+        inside; voxel centre to the nearest voxel centre of the other side), distance (mm) from sulcal
+        CSF or the brain's outside (0 there), and depth (mm) below the head's surface.
     csf_frac : float32 (X, Y, Z) in [0, 1]: sulcal CSF partial-volume fraction (smoothed CSF mask, or
         in cortex the CSF share Colin27's T1 shows, whichever is larger)
     gm_share : float32 (X, Y, Z) in [0, 1]: grey-matter share near the cortex/white-matter boundary
@@ -126,12 +126,18 @@ def _atlas_lookup():
         "has_csf_frac": (atlas.csf_frac > 0).ravel(),
         "has_gm_share": (atlas.gm_share > 0).ravel(),
     }
-    # The voxel-centre distances are +-1 mm at the wall on both sides; shifted by half a voxel towards 0
-    # they put the surface between the two (0 there), which trilinear sampling then places sub-voxel.
-    d_vent = atlas.fields[0]
-    vent_surface = (d_vent - np.float32(0.5) * np.sign(d_vent)).astype(np.float32)
+    vent_surface = _surface_distance(atlas.fields[0])
     tensors = [torch.from_numpy(v)[None, None] for v in (atlas.csf_frac, atlas.gm_share, vent_surface)]
     return flat, *tensors
+
+
+def _surface_distance(d_vent: np.ndarray) -> np.ndarray:
+    """Signed distance to the ventricles' surface from the voxel-centre distance map.
+
+    The voxel-centre distances are +-1 mm on both sides of the wall; shifted by half a voxel towards 0
+    they put the surface between the two (0 there), which trilinear sampling then places sub-voxel.
+    """
+    return (d_vent - np.float32(0.5) * np.sign(d_vent)).astype(np.float32)
 
 
 def _nearest_atlas_index(grid_xyz: np.ndarray, atlas_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +259,7 @@ def warp_atlas(
     near_wall = (fields[0] > VENT_SURFACE_BAND_MM[0]) & (fields[0] < VENT_SURFACE_BAND_MM[1]) & (labels > 0)
     vent_surface = _interpolate_where(vent_surface_t, full, near_wall.ravel())
     far = ~near_wall
-    vent_surface[far] = fields[0][far] - np.float32(0.5) * np.sign(fields[0][far])
+    vent_surface[far] = _surface_distance(fields[0][far])
     atlas_y = (full[1] + 1.0) * (n_atlas[1] - 1) / 2.0 * atlas.affine[1, 1] + atlas.affine[1, 3]
     return WarpedAnatomy(
         labels=labels,
