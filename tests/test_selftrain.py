@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import requires_shared_data
+from conftest import SHARED_DATA, requires_shared_data
+from wmhkit.io import load_image, load_labels
 from wmhkit.metrics import label_lesions, score
-from wmhkit.selftrain.pseudo import abnormality_score, component_volumes_ml, pseudo_labels
+from wmhkit.selftrain.pseudo import abnormality_score, component_volumes_ml, label_scan, pseudo_labels
 from wmhkit.train.losses import bootstrap_dice_bce_loss, dice_bce_loss
 
 
@@ -72,9 +73,9 @@ def test_pseudo_labels_recall_known_lesions_and_stay_in_white_matter(case):
 def test_pseudo_labels_with_the_shipped_white_matter_segmenter_stay_out_of_the_cortex(case):
     # The shipped segmenter retrained on the recalibrated generator (session 8): measured (session 11
     # generator) recall 0.93 of the lesions >= 0.03 ml, 0.58 of all, F1 0.71, 1 of 15 pseudo-lesions
-    # outside the white matter (its predecessor put 9 of 22 in the bright frontal cortex). Strict: when a
-    # retrained segmenter passes again, this marker must go. Session 13: passes again with min_white_share
-    # 0.5 (a pseudo-lesion at least half inside the white matter; the xfail marker is gone). Session 14:
+    # outside the white matter (its predecessor put 9 of 22 in the bright frontal cortex). Session 13:
+    # passes again with min_white_share 0.5 (a pseudo-lesion at least half inside the white matter; the
+    # strict xfail marker it carried until then is gone). Session 14:
     # 2 of 16 outside (0.125), the second let in by the bright-lesion rule that real scans need (see
     # the next test: without it patient 26's lesions are all lost), so the bound is 0.15.
     result = pseudo_labels(case.flair, case.affine, case.brainmask)
@@ -86,15 +87,11 @@ def test_pseudo_labels_keep_real_lesions_the_segmenter_leaves_out_of_white_matte
     # On a real scan the white-matter segmenter leaves bright lesions out of its mask: patient 26's
     # three largest pseudo-lesions lie only 0.40-0.45 inside it. Requiring half of each inside (session 13)
     # lost every one (Dice 0.00); the bright-lesion rule (mean z >= 4 with 0.3 inside) keeps them: 0.62.
-    from conftest import SHARED_DATA
-    from wmhkit.io import load_image, load_labels
-    from wmhkit.selftrain.pseudo import label_scan
-
     case = SHARED_DATA / "open_ms" / "labeled_mni" / "patient26"
     flair = load_image(case / "FLAIR.nii.gz")
-    truth = load_labels(case / "lesions.nii.gz").data > 0
-    mask = label_scan(flair.data, flair.affine)[2].mask > 0
-    dice = 2.0 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    truth = load_labels(case / "lesions.nii.gz").data
+    mask = label_scan(flair.data, flair.affine)[2].mask
+    dice = score(truth, mask, flair.affine).dsc
     assert dice >= 0.5, dice
 
 
