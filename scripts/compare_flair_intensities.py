@@ -26,6 +26,8 @@ things a reader of the montage sees at a glance and that lesion statistics do no
 * the cortex over the white matter: the same, inside the brain at each 1 mm depth below the brain
   mask's surface: the cortical ribbon is a bright band in the first millimetres, the white matter under
   it a plateau. Label-free, so real and synthetic images are measured alike.
+* sulcal CSF: at the same depths, the share of voxels darker than DARK_SHARE_BELOW x the brain median.
+  Sulci widened too far break the cortical ribbon into bright fragments between dark gaps.
 
 Real brain masks come from wmhkit's brain extractor (the 3 labeled MNI cases, already stripped: their
 non-zero region); synthetic ones are the generator's own. Synthetic
@@ -58,6 +60,8 @@ BRAIN_QUANTILES = (5, 25, 75, 90, 97)
 HEAD_QUANTILES = (50, 75, 90, 97)
 SLAB = (0.45, 0.70)
 DEPTHS_MM = tuple(range(13))
+# "Dark" inside the brain: below this share of the brain's median FLAIR (CSF and what is mostly CSF).
+DARK_SHARE_BELOW = 0.6
 
 
 def canonical(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -109,7 +113,8 @@ def intensity_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> dict |
     if texture is not None:
         texture += (noise_estimate(flair, brainmask, ks) / median,)
     return {"brain": np.percentile(values, BRAIN_QUANTILES) / median, "head": head, "profile": profile,
-            "cortex": depth_profile(flair, brainmask, spacing, within="brain"), "texture": texture}
+            "cortex": depth_profile(flair, brainmask, spacing, within="brain"),
+            "dark": depth_profile(flair, brainmask, spacing, within="brain", dark=True), "texture": texture}
 
 
 IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
@@ -168,10 +173,13 @@ def real_stats(data_root: Path) -> list[dict]:
     return rows
 
 
-def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing, within: str = "head") -> np.ndarray | None:
+def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing, within: str = "head",
+                  dark: bool = False) -> np.ndarray | None:
     """Median FLAIR at depths DEPTHS_MM / the brain median: below the head's surface and outside the
     brain (``within="head"``, the scalp's layers), or below the brain's surface inside it
-    (``within="brain"``, cortex over white matter)."""
+    (``within="brain"``, cortex over white matter). With ``dark``, instead the share of voxels at each
+    depth darker than DARK_SHARE_BELOW x the brain median (CSF-like: sulci, widened by atrophy)."""
+    brain_median = float(np.median(flair[brainmask]))
     rings = [[] for _ in DEPTHS_MM]
     for k in slab_slices(brainmask)[::2]:
         image, inside = slice_at_1mm(flair, brainmask, spacing, k)
@@ -180,10 +188,10 @@ def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing, within: str
         for ring, d in zip(rings, DEPTHS_MM):
             sel = (depth > d) & (depth <= d + 1) & region
             if sel.sum() > 50:
-                ring.append(np.median(image[sel]))
+                ring.append(np.mean(image[sel] < DARK_SHARE_BELOW * brain_median) if dark else np.median(image[sel]))
     if not all(rings):
         return None
-    return np.array([np.median(r) for r in rings]) / float(np.median(flair[brainmask]))
+    return np.array([np.median(r) for r in rings]) / (1.0 if dark else brain_median)
 
 
 def real_3d_stats(data_root: Path) -> list[dict]:
@@ -275,6 +283,14 @@ def main() -> int:
     print("|" + "---|" * (len(DEPTHS_MM) + 1))
     for name, rows in groups.items():
         line = profile_table(name, rows, key="cortex")
+        if line:
+            print(line)
+    print()
+    print(f"Sulcal CSF: share of voxels darker than {DARK_SHARE_BELOW} x the brain median at each depth below its surface.")
+    print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
+    print("|" + "---|" * (len(DEPTHS_MM) + 1))
+    for name, rows in groups.items():
+        line = profile_table(name, rows, key="dark")
         if line:
             print(line)
     return 0

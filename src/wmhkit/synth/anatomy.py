@@ -48,6 +48,14 @@ BRIDGE_CLOSING_MM = 1.5
 # Where the ventricles' surface distance is interpolated (nearest-voxel signed distance, mm): from inside
 # the wall out to beyond the largest ventricle growth of apply_atrophy (4 * 1.2 mm).
 VENT_SURFACE_BAND_MM = (-2.5, 6.5)
+# Age thinning of the cortex (mm at atrophy 1, x0.8-1.2) and the pial surface's irregularity (SD, mm,
+# at a 2.5 mm scale). The real ribbon thins by about half a millimetre over adult life. At 1.2 mm the
+# thinning took the whole outer voxel layer of Colin27's 2-4 voxel ribbon on both banks of every
+# sulcus, and what was left of it, blended with CSF on one side and white matter on the other, rendered
+# as bright fragments between grey gaps on old cases, a cortex no real FLAIR shows (docs/synth.md,
+# fifteenth session); below 1 mm it stays a partial volume of the outer layer.
+CORTEX_THINNING_MM = 0.6
+PIAL_IRREGULARITY_MM = 0.5
 
 
 @dataclass(frozen=True)
@@ -314,7 +322,7 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
 
     * Ventricles grow by up to ~4 mm (``4 * atrophy ** 1.5``: mostly in 'old' samples) into the
       surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow).
-    * Cortex within ``1.2 * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
+    * Cortex within ``CORTEX_THINNING_MM * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
       irregular pial surface), becomes CSF (wider sulci, thinner ribbon); the sulcal CSF fraction
       follows as a partial volume.
     The cortex itself needs no synthetic folding: the atlas brain is a single real subject (Colin27)
@@ -324,7 +332,7 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     """
     atlas = load_atlas()
     grow_v = float(4.0 * atrophy**1.5 * rng.uniform(0.8, 1.2))
-    thin_c = float(atrophy * 1.2 * rng.uniform(0.8, 1.2))
+    thin_c = float(atrophy * CORTEX_THINNING_MM * rng.uniform(0.8, 1.2))
     lateral = atlas.id("csf_lateral_ventricle")
     sulcal = atlas.id("csf_sulcal_extracerebral")
     around_vent = np.isin(
@@ -341,7 +349,7 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     cortex_idx = np.flatnonzero(np.isin(flat, gm_ids))
     d = anat.d_csf.ravel()[cortex_idx]
     # d_csf is 1 mm on the outermost cortical layer.
-    depth = thin_c + 0.5 * smooth_noise_at(rng, shape, 2.5 / spacing_mm, cortex_idx)
+    depth = thin_c + PIAL_IRREGULARITY_MM * smooth_noise_at(rng, shape, 2.5 / spacing_mm, cortex_idx)
     flat[cortex_idx[d <= depth]] = sulcal
     # The same thinning as a partial volume: a voxel half inside the new CSF is half CSF.
     frac = anat.csf_frac.reshape(-1)

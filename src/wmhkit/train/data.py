@@ -35,8 +35,9 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # 4: noise, texture, scalp layers; 5: the air around most skull-on heads is 0; 6: a brighter cortex
 # on clinical 2D FLAIR; 7: noise correlated over about a voxel, the cortex's CSF share from Colin27;
 # 8: closed sulci opened in the atlas, a receive-coil profile; 9: less noise on research 3D grids;
-# 10: white noise drawn by torch, same distribution; 11: the ventricles' walls in partial volume.)
-CACHE_VERSION = 11
+# 10: white noise drawn by torch, same distribution; 11: the ventricles' walls in partial volume;
+# 12: half the age thinning of the cortex.)
+CACHE_VERSION = 12
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
