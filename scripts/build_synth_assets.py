@@ -232,6 +232,28 @@ def fill_skull_gaps(labels, closing_mm: int = 4):
     return len(touching)
 
 
+# Diploe: skull voxels at least this deep inside the bone (mm) and this near the brain (mm, the vault and
+# not the sinuses or air cells, which are dark).
+DIPLOE_DEPTH_MM = 1.9
+DIPLOE_NEAR_BRAIN_MM = 12.0
+
+
+def carve_diploe(labels):
+    """Make the inside of the cranial bone marrow (diploe), in place; returns the voxel count.
+
+    The Colin27 segmentation marks marrow only where its T1 is bright (9 % of the vault's bone), so the
+    skull renders as one dark band, where real FLAIRs show two thin dark tables around a brighter diploe:
+    with the scalp line, two or three thin bright lines over 8-10 mm (docs/synth.md, fourteenth session).
+    """
+    skull = np.isin(labels, [ID["skull_bone"], ID["skull_marrow"]])
+    brain = (labels > 0) & ~np.isin(labels, [ID[n] for n in (
+        "skull_bone", "skull_marrow", "scalp_fat", "muscle_soft_tissue", "eye", "orbital_fat")])
+    diploe = (skull & (ndi.distance_transform_edt(skull) >= DIPLOE_DEPTH_MM)
+              & (ndi.distance_transform_edt(~brain) < DIPLOE_NEAR_BRAIN_MM) & (labels == ID["skull_bone"]))
+    labels[diploe] = ID["skull_marrow"]
+    return int(diploe.sum())
+
+
 def distance_fields(labels):
     """Distance maps the generator needs, quantised to uint8 (decoding in wmhkit.synth.anatomy).
 
@@ -420,6 +442,8 @@ def main():
     gm_share[lining] = 0
     csf_share[lining] = 0
     print(f"ventricle lining relabelled as periventricular WM: {lining.sum() / 1000:.1f} ml")
+    # Last, after the distance fields: bone and marrow count alike in them.
+    print(f"diploe carved as marrow: {carve_diploe(labels) / 1000:.1f} ml")
     img = nib.Nifti1Image(labels, affine)
     img.header.set_xyzt_units("mm")
     nib.save(img, str(OUT / "atlas_labels.nii.gz"))

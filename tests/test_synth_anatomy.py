@@ -13,6 +13,7 @@ from wmhkit.synth import generate_sample, sample_rng
 from wmhkit.synth.anatomy import (
     CORTEX_CLASSES,
     NONBRAIN_CLASSES,
+    SCALP_DEPTH_MM,
     add_scalp_fat,
     apply_atrophy,
     load_atlas,
@@ -279,6 +280,28 @@ def test_scalp_thinning_only_removes_outer_soft_tissue():
     # Nothing inside the skull changes.
     brain = ~np.isin(before, [0] + atlas.ids(NONBRAIN_CLASSES))
     assert not (changed & brain).any()
+    # The layered scalp: no scalp muscle is left on the bone (the areolar layer there is a bright line
+    # under the dark galea), and the galea between the two fat lines survives in places.
+    bone = np.isin(anat.labels, atlas.ids(("skull_bone", "skull_marrow")))
+    on_bone = ndi.binary_dilation(bone, ndi.generate_binary_structure(3, 1)) & ~bone
+    scalp = anat.d_skin < SCALP_DEPTH_MM
+    assert not (on_bone & scalp & (anat.labels == atlas.id("muscle_soft_tissue"))).any()
+    assert (on_bone & scalp & (anat.labels == atlas.id("scalp_fat"))).sum() / 1000.0 > 20
+    assert (scalp & (anat.labels == atlas.id("muscle_soft_tissue"))).any()
+
+
+def test_the_skull_vault_holds_a_marrow_diploe_between_its_tables():
+    # Real FLAIRs show the vault as two thin dark tables around a brighter diploe; Colin27's own marrow
+    # label covered 9 % of it, so the atlas build carves the bone's inside (scripts/build_synth_assets.py).
+    atlas = load_atlas()
+    skull = np.isin(atlas.labels, atlas.ids(("skull_bone", "skull_marrow")))
+    marrow = atlas.labels == atlas.id("skull_marrow")
+    vault = skull & (ndi.distance_transform_edt(~np.isin(atlas.labels, atlas.brain_ids())) < 12)
+    assert marrow[vault].mean() > 0.3
+    # The tables stay bone: most of the marrow lies inside the bone (Colin27's own marrow label is
+    # mostly on the bone's surface: 89 % of it touches the outside there, 15 % of the carved atlas's).
+    touching = ndi.binary_dilation(~skull, ndi.generate_binary_structure(3, 1)) & marrow & vault
+    assert touching.sum() < 0.25 * marrow[vault].sum()
 
 
 def test_gyral_scale_deformation_moves_cortex_but_keeps_volumes():

@@ -378,6 +378,13 @@ def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float) -> None:
     sub[closed & absorbable] = atlas.id("csf_lateral_ventricle")
 
 
+# Depth (mm below the head's surface) within which soft tissue counts as scalp, not face or neck muscle.
+SCALP_DEPTH_MM = 14.0
+# How much the subcutaneous fat line's thickness varies around the head (+- share). At 0.6 it thinned
+# out to nothing in places, and the head's outline read as a ragged grey smear on the montage.
+FAT_LINE_VARIATION = 0.3
+
+
 def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:
     """Thin the scalp and give it a subcutaneous fat layer, in place; returns the thicknesses (mm).
 
@@ -385,9 +392,9 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
     layer outside the muscle/galea and the dark bone. So: the outer 2-6 mm of soft tissue becomes
     background (+-30 % over ~20 mm), then the outermost 1-2.5 mm of what is left of it becomes fat
-    (+-60 %, so the line thins out in places). Calibrated on the real clinical FLAIRs' median intensity
-    at each depth below the head's surface (scripts/compare_flair_intensities.py): a bright line in the
-    outer 1-4 mm, bone-dark from ~5 mm. Depths come from the atlas's distance map (smooth surfaces,
+    (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Calibrated on
+    the real clinical FLAIRs' median intensity at each depth below the head's surface
+    (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm. Depths come from the atlas's distance map (smooth surfaces,
     unlike peeling voxel layers, which leaves a staircase that the bright fat shows).
     """
     atlas = load_atlas()
@@ -401,7 +408,28 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     labels = flat[idx]
     # Only soft tissue: where the scalp is thin (forehead) the fat layer is thin too, the bone stays.
     scalp = np.isin(labels, atlas.ids(("muscle_soft_tissue", "scalp_fat")))
-    labels[scalp & (depth < cut + fat_mm * (1.0 + 0.6 * vary))] = atlas.id("scalp_fat")
+    fat_line = cut + fat_mm * (1.0 + FAT_LINE_VARIATION * vary)
+    labels[scalp & (depth < fat_line)] = atlas.id("scalp_fat")
     labels[scalp & (depth < cut)] = 0
     flat[idx] = labels
+    flat[_soft_tissue_on_bone(anat.labels, anat.d_skin)] = atlas.id("scalp_fat")
     return {"scalp_thinning_mm": thinning, "scalp_fat_mm": fat_mm}
+
+
+def _soft_tissue_on_bone(labels: np.ndarray, d_skin: np.ndarray) -> np.ndarray:
+    """Flat indices of the scalp's soft-tissue voxels that touch the skull (6-neighbourhood): the loose
+    areolar layer and pericranium between the galea and the outer table, which FLAIR shows as a thin
+    bright line under the dark galea (real clinical scans: bright skin-and-fat line, dark galea, this
+    line, dark outer table, brighter diploe, dark inner table)."""
+    atlas = load_atlas()
+    flat = labels.reshape(-1)
+    soft = np.flatnonzero((flat == atlas.id("muscle_soft_tissue")) & (d_skin.reshape(-1) < SCALP_DEPTH_MM))
+    bone = np.isin(flat, atlas.ids(("skull_bone", "skull_marrow")))
+    touching = np.zeros(soft.size, bool)
+    strides = np.cumprod((1,) + labels.shape[:0:-1])[::-1]
+    coords = np.unravel_index(soft, labels.shape)
+    for axis, stride in enumerate(strides):
+        for step in (-1, 1):
+            inside = (coords[axis] + step >= 0) & (coords[axis] + step < labels.shape[axis])
+            touching[inside] |= bone[soft[inside] + step * stride]
+    return soft[touching]

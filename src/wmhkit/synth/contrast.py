@@ -71,9 +71,9 @@ CLASS_RANGES = {
     # Fat and muscle were 0.55-1.0 and 0.15-0.4 until the receive-coil profile (COIL_GAIN) brightened
     # the scalp with the cortex: the head's 90th percentile rose to 0.80 x the brain (real 0.65).
     "skull_bone": ("bone", (0.05, 0.2), (0.02, 0.15)),
-    "skull_marrow": ("marrow", (0.15, 0.6), (0.8, 1.5)),
+    "skull_marrow": ("marrow", (0.15, 0.45), (0.8, 1.5)),
     "scalp_fat": ("fat", (0.5, 0.9), (1.2, 1.9)),
-    "muscle_soft_tissue": ("muscle", (0.12, 0.33), (0.4, 0.7)),
+    "muscle_soft_tissue": ("muscle", (0.06, 0.22), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.4), (0.05, 0.3)),
     "orbital_fat": ("fat", (0.55, 1.1), (1.1, 1.8)),
     "dura_meninges": ("dura", (0.15, 0.5), (0.2, 0.7)),
