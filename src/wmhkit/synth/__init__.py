@@ -45,17 +45,29 @@ __all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_na
 RANDOM_CONTRAST_SHARE = 0.2
 # Smoothing of the brain mask's surface (Gaussian sigma, mm), see smooth_brain_fraction.
 BRAIN_EDGE_SIGMA_MM = 1.5
-# Noise SD relative to white matter, on the output grid, and its correlation (Gaussian sigma, output
-# voxels): scanners reconstruct on a finer matrix than they acquire, so raw noise is correlated over
-# about a voxel (in-plane only on 2D grids: slices are excited separately). Matched on the real FLAIRs
+# Noise SD relative to white matter, on the output grid, and its band (share of each axis's k-space that
+# the scanner acquired; it reconstructs on a finer matrix, so the noise is band-limited: in-plane only
+# on 2D grids, whose slices are encoded separately). Matched on the real FLAIRs
 # (scripts/compare_flair_intensities.py): Immerkaer's Laplacian noise estimate is 0.017-0.033 of the
 # brain median on the raw clinical 2D scans, 0.017 on the raw 3D one, 0.034-0.044 on the MNI-resampled
-# ones; clinical 2D cases give 0.017-0.033 here. Research 3D grids stay below that match: at it,
-# correlated noise still showed as 2-3 mm speckle over white matter that the real 3D FLAIR shows smooth
-# (its grain is anatomy more than noise; docs/synth.md, twelfth session). Training grids span both.
-NOISE_SIGMA = {"clinical2d": (0.035, 0.07), "research3d": (0.025, 0.05), "train": (0.025, 0.07)}
-CLINICAL2D_NOISE_CORRELATION = (0.5, 0.7)
-NOISE_CORRELATION = (0.45, 0.7)
+# ones; clinical 2D cases give 0.011-0.038 here (median 0.019, real 0.022). Research 3D grids stay below
+# that match: at it, the noise still showed as 2-3 mm speckle over white matter that the real 3D FLAIR
+# shows smooth (its grain is anatomy more than noise; docs/synth.md, twelfth session). Training grids
+# span both.
+NOISE_SIGMA = {"clinical2d": (0.045, 0.075), "research3d": (0.025, 0.05), "train": (0.025, 0.07)}
+# NOISE_SIGMA holds at the profile's reference voxel (mm^3: the real clinical FLAIRs' median, 0.72 x 0.72
+# x 3 mm; a 1 mm 3D voxel) and scales with voxel volume ** -0.5: the real clinical FLAIRs' 1 mm grain
+# falls from 0.063-0.073 (0.57 x 0.57 x 3.3 mm) to 0.053-0.063 (0.72 x 0.72 x 3) and 0.043 (0.72 x 0.72 x
+# 4) (docs/synth.md, fifteenth session). Without it the 1 x 1 x 5-8 mm cases looked grainiest of all.
+NOISE_REFERENCE_VOXEL_MM3 = {"clinical2d": 1.55, "research3d": 1.0}
+NOISE_VOLUME_EXPONENT = 0.5
+NOISE_VOLUME_FACTOR = (0.35, 1.6)
+# The real clinical FLAIRs' noise correlates at 0.44-0.56 between neighbours and -0.14 to -0.24 at two
+# voxels (sinc-shaped, from zero-filled reconstruction); bands of 0.6-0.8 give 0.44-0.52 and -0.08 to
+# -0.17 on the synthetic ones (same measure). The Gaussian correlation used before gave 0.35-0.50 and
+# -0.03 to +0.17: the same pixel-to-pixel noise with more power at 1-2 mm, a grain the montage showed.
+CLINICAL2D_KSPACE_FRACTION = (0.6, 0.8)
+KSPACE_FRACTION = (0.6, 0.9)
 BACKGROUND_NOISE_SHARE = 0.3
 
 
@@ -178,16 +190,16 @@ def generate_sample(
     brainmask = brain_o >= 0.5
     wmh = (frac_o >= 0.5) & brainmask
 
-    noise = float(rng.uniform(*NOISE_SIGMA[geom.profile]))
+    noise = float(rng.uniform(*NOISE_SIGMA[geom.profile])) * _voxel_snr_factor(geom)
     two_d = geom.slice_axis is not None
-    correlation = [float(rng.uniform(*(CLINICAL2D_NOISE_CORRELATION if two_d else NOISE_CORRELATION)))] * 3
+    band = [float(rng.uniform(*(CLINICAL2D_KSPACE_FRACTION if two_d else KSPACE_FRACTION)))] * 3
     if two_d:
-        correlation[geom.slice_axis] = 0.0
-    acquisition["noise_correlation_vox"] = [round(c, 3) for c in correlation]
+        band[geom.slice_axis] = 1.0  # slices are excited and encoded separately
+    acquisition["noise_kspace_fraction"] = [round(c, 3) for c in band]
     # Skull-stripped output is 0 outside the brain mask.
     keep = brainmask if not skull else _background_kept(rng, tissue > 0)
-    flair = _rician(rng, flair, noise, keep, correlation)
-    t1 = _rician(rng, t1, noise * rng.uniform(0.7, 1.3), keep, correlation)
+    flair = _rician(rng, flair, noise, keep, band)
+    t1 = _rician(rng, t1, noise * rng.uniform(0.7, 1.3), keep, band)
     scale_f, scale_t = float(rng.uniform(300, 1500)), float(rng.uniform(300, 1500))
     flair = (flair * scale_f).astype(np.float32)
     t1 = (t1 * scale_t).astype(np.float32)
@@ -266,6 +278,17 @@ def smooth_brain_fraction(brain: np.ndarray, spacing_mm: float) -> np.ndarray:
     return gaussian_blur(brain.astype(np.float32), BRAIN_EDGE_SIGMA_MM / spacing_mm)
 
 
+def _voxel_snr_factor(geom: Geometry) -> float:
+    """Noise scale of a grid's voxel size: signal grows with voxel volume and noise does not, so a
+    1 x 1 x 8 mm voxel is far less noisy than a 0.45 x 0.45 x 3 mm one. (Volume / the profile's
+    reference) ** -NOISE_VOLUME_EXPONENT, within NOISE_VOLUME_FACTOR; 1 on training grids."""
+    reference = NOISE_REFERENCE_VOXEL_MM3.get(geom.profile)
+    if reference is None:
+        return 1.0
+    volume = float(np.prod(geom.spacing))
+    return float(np.clip((volume / reference) ** -NOISE_VOLUME_EXPONENT, *NOISE_VOLUME_FACTOR))
+
+
 def _background_kept(rng: np.random.Generator, head: np.ndarray) -> np.ndarray | None:
     """Where a skull-on image keeps its noise: the head and a margin of 1-4 voxels (most scanners zero
     the air: 60-74 % of the voxels 4-12 voxels outside the head are exactly 0 in the real clinical
@@ -281,10 +304,10 @@ def _rician(
     img: np.ndarray,
     sigma: float,
     mask: np.ndarray | None = None,
-    correlation_vox=(0.0, 0.0, 0.0),
+    kspace_fraction=(1.0, 1.0, 1.0),
 ) -> np.ndarray:
     """Magnitude of the image plus complex Gaussian noise of std ``sigma`` per voxel (Rician, Gaussian at
-    high SNR), the noise Gaussian-correlated over ``correlation_vox`` (sigma per axis, voxels).
+    high SNR), the noise band-limited to ``kspace_fraction`` of each axis's band (see _correlated_noise).
 
     With ``mask`` the result is 0 outside it (noise is drawn only over the mask's bounding box).
     """
@@ -293,22 +316,30 @@ def _rician(
     if box is None:
         return out
     shape = img[box].shape
-    real = img[box] + sigma * _correlated_noise(rng, shape, correlation_vox)
-    imag = sigma * _correlated_noise(rng, shape, correlation_vox)
+    real = img[box] + sigma * _correlated_noise(rng, shape, kspace_fraction)
+    imag = sigma * _correlated_noise(rng, shape, kspace_fraction)
     out[box] = np.sqrt(real * real + imag * imag)
     if mask is not None:
         out[~mask] = 0.0
     return out
 
 
-def _correlated_noise(rng: np.random.Generator, shape, correlation_vox) -> np.ndarray:
-    """float32 noise of ``shape`` with unit std per voxel, Gaussian-correlated along each axis."""
+def _correlated_noise(rng: np.random.Generator, shape, kspace_fraction) -> np.ndarray:
+    """float32 noise of ``shape`` with unit std per voxel, band-limited along each axis to
+    ``kspace_fraction`` of the Nyquist frequency (1 = white).
+
+    A scanner that acquires fewer k-space lines than it reconstructs (zero-filled interpolation) leaves
+    its noise without power above the acquired band: neighbours correlate positively and the next ones
+    negatively (sinc-shaped), as measured on the real clinical FLAIRs (lag 1 0.44-0.56, lag 2 -0.14 to
+    -0.24). A Hann-windowed sinc kernel per axis does that at the cost of a short convolution.
+    """
     noise = white_noise(rng, shape)
-    for axis, s in enumerate(correlation_vox):
-        if s < 0.25:  # the neighbours' weight would be below 0.0004: white already
+    for axis, fraction in enumerate(kspace_fraction):
+        if fraction >= 0.98:
             continue
-        radius = max(1, int(2.5 * s + 0.5))
-        weights = np.exp(-0.5 * (np.arange(-radius, radius + 1) / s) ** 2)
+        radius = int(np.ceil(4.0 / fraction))
+        n = np.arange(-radius, radius + 1)
+        weights = np.sinc(fraction * n) * (0.5 + 0.5 * np.cos(np.pi * n / (radius + 1)))
         weights /= np.sqrt(np.sum(weights**2))  # unit variance out for unit variance in
         noise = ndi.correlate1d(noise, weights.astype(np.float32), axis=axis, mode="wrap")
     return noise

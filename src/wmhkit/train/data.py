@@ -36,7 +36,8 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # on clinical 2D FLAIR; 7: noise correlated over about a voxel, the cortex's CSF share from Colin27;
 # 8: closed sulci opened in the atlas, a receive-coil profile; 9: less noise on research 3D grids;
 # 10: white noise drawn by torch, same distribution; 11: the ventricles' walls in partial volume;
-# 12: half the age thinning of the cortex.)
+# 12: half the age thinning of the cortex, a layered scalp with a marrow diploe, band-limited noise
+# scaled by voxel volume.)
 CACHE_VERSION = 12
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
