@@ -15,6 +15,7 @@ from wmhkit.train.data import (
     PatchDataset,
     SliceDataset,
     describe,
+    on_isotropic_grid,
     real_cases,
     synthetic_cases,
 )
@@ -213,6 +214,23 @@ def test_patch_dataset_shapes_and_lesion_centring():
     assert np.all(item["image"][:, 0].numpy() == -127) and item["label"][:, 0].sum() == 0
     brainy = PatchDataset({"s": [case]}, {"s": 1.0}, (4, 4, 2), length=20, seed=1, lesion_fraction=0.0, jitter=0)
     assert np.mean([float((brainy[i]["image"][0] != 0).float().mean()) for i in range(20)]) > 0.7
+
+
+def test_3d_training_cases_move_to_the_isotropic_grid_of_inference():
+    # A thick-slice case (1 x 1 x 3 mm) on 1 mm voxels: three times the slices, the same lesion and
+    # brain volumes in ml, the lesions still where they were, and the colour kinds' outside value kept.
+    for kind in ("flair_t1", "colour"):
+        case = toy_case(kind=kind, shape=(40, 44, 12))
+        iso = on_isotropic_grid(case, 1.0)
+        assert iso.spacing == pytest.approx((1.0, 1.0, 1.0)) and iso.brain.shape == (40, 44, 36)
+        assert iso.channels.shape == (case.channels.shape[0], 40, 44, 36) and iso.channels.dtype == np.float32
+        assert iso.wmh.sum() * 1.0 == pytest.approx(case.wmh.sum() * 3.0, rel=0.2)
+        assert iso.brain.sum() * 1.0 == pytest.approx(case.brain.sum() * 3.0, rel=0.05)
+        assert iso.wmh[15, 17, 16] == 1 and iso.wmh[5, 5, 16] == 0  # slice 5 of 3 mm = 15-18 mm
+        outside = case.channels[:, 0, 0, 0]
+        np.testing.assert_allclose(iso.channels[:, 0, 0, 0], outside, atol=1e-4)
+        np.testing.assert_allclose(iso.channels[:, 0, 0, -1], outside, atol=1e-4)
+    assert on_isotropic_grid(iso, 1.0) is iso  # already there: unchanged
 
 
 def test_samplers_with_augmentation_run_3d():

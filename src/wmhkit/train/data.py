@@ -19,7 +19,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wmhkit.io import load_image, load_labels, voxel_spacing
-from wmhkit.preprocess import brain_box, resample, to_canonical, to_slice_stack
+from wmhkit.preprocess import brain_box, resample, to_canonical, to_slice_stack, working_grid
 from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input_channels
 
 # Bump when the cached arrays change meaning or when wmhkit.synth gives other cases for the same seed:
@@ -66,6 +66,31 @@ class Case:
     source: str
     kind: str = ""
     meta: dict = field(default_factory=dict)
+
+
+def on_isotropic_grid(case: Case, spacing_mm: float) -> Case:
+    """``case`` on voxels of ``spacing_mm`` covering its field of view: channels linear, WMH and brain
+    at >= 50 % of a linearly resampled mask.
+
+    3D inference (:func:`wmhkit.infer.predict_volume_3d`) resamples every scan to the network's
+    isotropic grid; its training patches must come from that grid too, or a 0.5 x 0.5 x 6 mm clinical
+    case teaches lesions twice as wide and a sixth as tall as the network will ever see them.
+    """
+    spacing = np.asarray(case.spacing, float)
+    if np.allclose(spacing, spacing_mm, rtol=0.01):
+        return case
+    affine = np.diag(list(spacing) + [1.0])
+    shape, target = working_grid(case.brain.shape, affine, spacing_mm)
+
+    def mask(m: np.ndarray) -> np.ndarray:
+        return (resample(m.astype(np.float32), affine, shape, target) >= 0.5).astype(np.uint8)
+
+    # Beyond the outermost voxel centres a resampler sees "outside": give it each channel's own outside
+    # value (-127 on the colour kinds), not 0.
+    outside = background_values(case.channels, case.brain > 0)
+    channels = np.stack([resample(c, affine, shape, target, fill=float(v)) for c, v in zip(case.channels, outside)])
+    return replace(case, channels=channels, wmh=None if case.wmh is None else mask(case.wmh),
+                   brain=mask(case.brain), spacing=tuple(float(v) for v in np.diag(target)[:3]))
 
 
 # ----------------------------------------------------------------------------------- synthetic cases

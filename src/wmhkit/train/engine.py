@@ -360,9 +360,16 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     autocast = autocast_for(optim["precision"], runtime.device)  # before synthesis: a bad value fails fast
     torch.manual_seed(run["seed"])
     sources, validation, test = load_sources(config, out / "cache", progress and runtime.main)
+    dims = network_dims(config["model"]["name"])
+    if dims == 3:
+        # Patches from the grid that inference resamples every scan to (validation and test cases are
+        # resampled by the evaluation itself).
+        from wmhkit.train.data import on_isotropic_grid
+
+        spacing = float(config["data"]["spacing_mm"])
+        sources = {name: [on_isotropic_grid(c, spacing) for c in cases] for name, cases in sources.items()}
     channels = next(iter(sources.values()))[0].channels.shape[0]
     model = make_model(config, channels).to(runtime.device)
-    dims = network_dims(config["model"]["name"])
     if dims == 2 and runtime.device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, optim)
