@@ -269,30 +269,22 @@ def main() -> int:
     groups["synthetic clinical2d"] = synthetic_stats(args.n_synth, args.seed)
     for name, rows in groups.items():
         print(table(name, rows))
-    print()
-    print("Scalp layers: median FLAIR outside the brain at each depth below the head's surface / brain median.")
-    print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
-    print("|" + "---|" * (len(DEPTHS_MM) + 1))
-    for name, rows in groups.items():
-        line = profile_table(name, rows)
-        if line:
-            print(line)
-    print()
-    print("Cortex over white matter: median FLAIR inside the brain at each depth below its surface / brain median.")
-    print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
-    print("|" + "---|" * (len(DEPTHS_MM) + 1))
-    for name, rows in groups.items():
-        line = profile_table(name, rows, key="cortex")
-        if line:
-            print(line)
-    print()
-    print(f"Sulcal CSF: share of voxels darker than {DARK_SHARE_BELOW} x the brain median at each depth below its surface.")
-    print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
-    print("|" + "---|" * (len(DEPTHS_MM) + 1))
-    for name, rows in groups.items():
-        line = profile_table(name, rows, key="dark")
-        if line:
-            print(line)
+    for title, key in (
+        ("Scalp layers: median FLAIR outside the brain at each depth below the head's surface / brain median.",
+         "profile"),
+        ("Cortex over white matter: median FLAIR inside the brain at each depth below its surface / brain median.",
+         "cortex"),
+        (f"Sulcal CSF: share of voxels darker than {DARK_SHARE_BELOW} x the brain median at each depth below "
+         "its surface.", "dark"),
+    ):
+        print()
+        print(title)
+        print("| images | " + " | ".join(f"{d}-{d + 1} mm" for d in DEPTHS_MM) + " |")
+        print("|" + "---|" * (len(DEPTHS_MM) + 1))
+        for name, rows in groups.items():
+            line = profile_table(name, rows, key=key)
+            if line:
+                print(line)
     return 0
 
 
