@@ -322,8 +322,8 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
 
     * Ventricles grow by up to ~4 mm (``4 * atrophy ** 1.5``: mostly in 'old' samples) into the
       surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow).
-    * Cortex within ``CORTEX_THINNING_MM * atrophy`` mm of the outer CSF, that depth varied by fine noise (an
-      irregular pial surface), becomes CSF (wider sulci, thinner ribbon); the sulcal CSF fraction
+    * Cortex within ``CORTEX_THINNING_MM * atrophy`` mm of the outer CSF, that depth varied by fine
+      noise (an irregular pial surface), becomes CSF (wider sulci, thinner ribbon); the sulcal CSF fraction
       follows as a partial volume.
     The cortex itself needs no synthetic folding: the atlas brain is a single real subject (Colin27)
     with thin sulci, so atrophy only widens them.
@@ -394,8 +394,9 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     background (+-30 % over ~20 mm), then the outermost 1-2.5 mm of what is left of it becomes fat
     (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Calibrated on
     the real clinical FLAIRs' median intensity at each depth below the head's surface
-    (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm. Depths come from the atlas's distance map (smooth surfaces,
-    unlike peeling voxel layers, which leaves a staircase that the bright fat shows).
+    (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm.
+    Depths come from the atlas's distance map (smooth surfaces, unlike peeling voxel layers, which
+    leaves a staircase that the bright fat shows).
     """
     atlas = load_atlas()
     thinning = float(rng.uniform(2.0, 6.0))
