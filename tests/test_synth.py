@@ -169,6 +169,45 @@ def test_noise_scales_with_voxel_volume():
     assert factor((1.0, 1.0, 1.0), "train") == 1.0
 
 
+def test_a_finer_clinical_matrix_interpolates_the_same_acquisition():
+    # 512 and 320 matrices over one FOV, both acquired at 1 mm: the finer one's noise has the narrower
+    # band (no sub-millimetre speckle) and the same per-voxel SD, not the 1.6 x of a true 0.45 mm voxel.
+    from wmhkit.synth import _voxel_snr_factor, clinical_noise_band
+
+    def grid(inplane):
+        return SimpleNamespace(profile="clinical2d", spacing=(inplane, inplane, 3.0), slice_axis=2)
+
+    fine, usual = grid(0.45), grid(0.72)
+    band_fine, band_usual = clinical_noise_band(fine, 1.0), clinical_noise_band(usual, 1.0)
+    assert band_fine == pytest.approx([0.45, 0.45, 1.0])
+    assert band_usual == pytest.approx([0.72, 0.72, 1.0])
+    assert _voxel_snr_factor(fine, band_fine) == pytest.approx(_voxel_snr_factor(usual, band_usual))
+    assert _voxel_snr_factor(usual, band_usual) == pytest.approx(1.0)  # where NOISE_SIGMA was matched
+    assert _voxel_snr_factor(fine) > 1.5  # the old rule: the output voxel's own volume
+    # A coarse matrix is not sharper than the scanner's filter allows.
+    assert clinical_noise_band(grid(1.0), 0.9)[:2] == pytest.approx([0.8, 0.8])
+
+
+def test_fine_clinical_matrices_have_band_limited_noise():
+    from wmhkit.synth import CLINICAL2D_FINEST_ACQUIRED_MM, CLINICAL2D_KSPACE_FRACTION
+
+    seen = 0
+    for index in range(60):
+        s = generate_sample(5, "clinical2d", index=index, work_spacing_mm=3.0, severity="mild")
+        inplane = min(s.meta["voxel_size_mm"][:2])
+        band = s.meta["acquisition"]["noise_kspace_fraction"]
+        acquired = s.meta["acquisition"]["acquired_inplane_mm"]
+        assert acquired >= CLINICAL2D_FINEST_ACQUIRED_MM - 1e-3
+        assert band[:2] == pytest.approx([inplane / acquired] * 2, abs=2e-3)
+        assert band[2] == 1.0
+        if inplane < 0.5:  # a 448-512 matrix: interpolated from >= 0.75 mm
+            seen += 1
+            assert band[0] <= 0.5 / CLINICAL2D_FINEST_ACQUIRED_MM + 1e-3
+        else:
+            assert band[0] <= CLINICAL2D_KSPACE_FRACTION[1] + 1e-3
+    assert seen >= 3
+
+
 def _neighbour_correlation(values: np.ndarray, keep: np.ndarray, axis: int) -> float:
     pairs = keep & np.roll(keep, 1, axis=axis)
     return float(np.corrcoef(values[pairs], np.roll(values, 1, axis=axis)[pairs])[0, 1])

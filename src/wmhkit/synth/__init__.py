@@ -62,6 +62,16 @@ NOISE_SIGMA = {"clinical2d": (0.045, 0.075), "research3d": (0.025, 0.05), "train
 NOISE_REFERENCE_VOXEL_MM3 = {"clinical2d": 1.55, "research3d": 1.0}
 NOISE_VOLUME_EXPONENT = 0.5
 NOISE_VOLUME_FACTOR = (0.35, 1.6)
+# A clinical 2D FLAIR reconstructs on a finer matrix than it acquires, and a 512 matrix is interpolated,
+# not sharper: the noise has the acquired band (output voxel / acquired voxel in-plane) and the acquired
+# voxel's SD (interpolation keeps the per-voxel variance). The acquired voxel is the output's / a band
+# drawn from CLINICAL2D_KSPACE_FRACTION, never finer than CLINICAL2D_FINEST_ACQUIRED_MM: on the real 0.57
+# mm scans here Immerkaer's noise (0.021-0.026) and the 1 mm grain (0.028-0.032) are the 0.72 mm scans'
+# (0.017-0.023, 0.024-0.029), as 0.6-0.8 bands give; the 0.4-0.5 mm synthetic cases, whose per-voxel SD
+# was that of a true 0.45 mm voxel (x 1.6), showed sub-millimetre speckle that gave them away to blind
+# readers (docs/synth.md, seventeenth session).
+CLINICAL2D_FINEST_ACQUIRED_MM = 0.75
+CLINICAL2D_REFERENCE_ACQUIRED_MM3 = 3.0  # 1 x 1 x 3 mm: the real 0.72 x 0.72 x 3 mm grids, acquired at ~1 mm
 # The real clinical FLAIRs' noise correlates at 0.44-0.56 between neighbours and -0.14 to -0.24 at two
 # voxels (sinc-shaped, from zero-filled reconstruction); bands of 0.6-0.8 give 0.44-0.52 and -0.08 to
 # -0.17 on the synthetic ones (same measure). The Gaussian correlation used before gave 0.35-0.50 and
@@ -190,11 +200,18 @@ def generate_sample(
     brainmask = brain_o >= 0.5
     wmh = (frac_o >= 0.5) & brainmask
 
-    noise = float(rng.uniform(*NOISE_SIGMA[geom.profile])) * _voxel_snr_factor(geom)
+    noise = float(rng.uniform(*NOISE_SIGMA[geom.profile]))
     two_d = geom.slice_axis is not None
-    band = [float(rng.uniform(*(CLINICAL2D_KSPACE_FRACTION if two_d else KSPACE_FRACTION)))] * 3
     if two_d:
-        band[geom.slice_axis] = 1.0  # slices are excited and encoded separately
+        inplane_mm = float(min(s for a, s in enumerate(geom.spacing) if a != geom.slice_axis))
+        drawn_band = float(rng.uniform(*CLINICAL2D_KSPACE_FRACTION))
+        acquired_mm = max(inplane_mm / drawn_band, CLINICAL2D_FINEST_ACQUIRED_MM)
+        band = clinical_noise_band(geom, acquired_mm)
+        noise *= _voxel_snr_factor(geom, band)
+        acquisition["acquired_inplane_mm"] = round(acquired_mm, 3)
+    else:
+        band = [float(rng.uniform(*KSPACE_FRACTION))] * 3
+        noise *= _voxel_snr_factor(geom)
     acquisition["noise_kspace_fraction"] = [round(c, 3) for c in band]
     # Skull-stripped output is 0 outside the brain mask.
     keep = brainmask if not skull else _background_kept(rng, tissue > 0)
@@ -278,14 +295,33 @@ def smooth_brain_fraction(brain: np.ndarray, spacing_mm: float) -> np.ndarray:
     return gaussian_blur(brain.astype(np.float32), BRAIN_EDGE_SIGMA_MM / spacing_mm)
 
 
-def _voxel_snr_factor(geom: Geometry) -> float:
+def clinical_noise_band(geom: Geometry, acquired_inplane_mm: float) -> list[float]:
+    """Share of each axis's k-space band that a clinical 2D grid's noise fills: output voxel / acquired
+    voxel in-plane (at most the top of CLINICAL2D_KSPACE_FRACTION: the scanner's own filter), 1 across
+    slices, which are excited and encoded separately."""
+    top = CLINICAL2D_KSPACE_FRACTION[1]
+    band = [min(float(s) / acquired_inplane_mm, top) for s in geom.spacing]
+    band[geom.slice_axis] = 1.0
+    return band
+
+
+def _voxel_snr_factor(geom: Geometry, band=None) -> float:
     """Noise scale of a grid's voxel size: signal grows with voxel volume and noise does not, so a
-    1 x 1 x 8 mm voxel is far less noisy than a 0.45 x 0.45 x 3 mm one. (Volume / the profile's
-    reference) ** -NOISE_VOLUME_EXPONENT, within NOISE_VOLUME_FACTOR; 1 on training grids."""
+    1 x 1 x 8 mm voxel is far less noisy than a 1 x 1 x 3 mm one. (Volume / the profile's reference) **
+    -NOISE_VOLUME_EXPONENT, within NOISE_VOLUME_FACTOR; 1 on training grids.
+
+    With the clinical 2D noise ``band`` (see clinical_noise_band) the volume is the acquired voxel's,
+    output spacing / band per axis, against CLINICAL2D_REFERENCE_ACQUIRED_MM3: a 0.45 mm matrix has the
+    noise of the coarser voxels it interpolates.
+    """
     reference = NOISE_REFERENCE_VOXEL_MM3.get(geom.profile)
     if reference is None:
         return 1.0
-    volume = float(np.prod(geom.spacing))
+    spacing = np.asarray(geom.spacing, float)
+    if band is not None:
+        spacing = spacing / np.asarray(band, float)
+        reference = CLINICAL2D_REFERENCE_ACQUIRED_MM3
+    volume = float(np.prod(spacing))
     return float(np.clip((volume / reference) ** -NOISE_VOLUME_EXPONENT, *NOISE_VOLUME_FACTOR))
 
 
