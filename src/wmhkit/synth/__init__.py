@@ -55,11 +55,12 @@ BRAIN_EDGE_SIGMA_MM = 1.5
 # shows smooth (its grain is anatomy more than noise; docs/synth.md, twelfth session). Training grids
 # span both.
 NOISE_SIGMA = {"clinical2d": (0.045, 0.075), "research3d": (0.025, 0.05), "train": (0.025, 0.07)}
-# NOISE_SIGMA holds at the profile's reference voxel (mm^3: the real clinical FLAIRs' median, 0.72 x 0.72
-# x 3 mm; a 1 mm 3D voxel) and scales with voxel volume ** -0.5: the real clinical FLAIRs' 1 mm grain
+# NOISE_SIGMA holds at the profile's reference voxel (mm^3: on clinical 2D grids the acquired voxel, 1 x 1
+# x 3 mm, of the real clinical FLAIRs' median grid, 0.72 x 0.72 x 3 mm; a 1 mm 3D voxel) and scales with
+# voxel volume ** -0.5: the real clinical FLAIRs' 1 mm grain
 # falls from 0.063-0.073 (0.57 x 0.57 x 3.3 mm) to 0.053-0.063 (0.72 x 0.72 x 3) and 0.043 (0.72 x 0.72 x
 # 4) (docs/synth.md, fifteenth session). Without it the 1 x 1 x 5-8 mm cases looked grainiest of all.
-NOISE_REFERENCE_VOXEL_MM3 = {"clinical2d": 1.55, "research3d": 1.0}
+NOISE_REFERENCE_VOXEL_MM3 = {"clinical2d": 3.0, "research3d": 1.0}
 NOISE_VOLUME_EXPONENT = 0.5
 NOISE_VOLUME_FACTOR = (0.35, 1.6)
 # A clinical 2D FLAIR reconstructs on a finer matrix than it acquires, and a 512 matrix is interpolated,
@@ -71,7 +72,6 @@ NOISE_VOLUME_FACTOR = (0.35, 1.6)
 # was that of a true 0.45 mm voxel (x 1.6), showed sub-millimetre speckle that gave them away to blind
 # readers (docs/synth.md, seventeenth session).
 CLINICAL2D_FINEST_ACQUIRED_MM = 0.75
-CLINICAL2D_REFERENCE_ACQUIRED_MM3 = 3.0  # 1 x 1 x 3 mm: the real 0.72 x 0.72 x 3 mm grids, acquired at ~1 mm
 # The real clinical FLAIRs' noise correlates at 0.44-0.56 between neighbours and -0.14 to -0.24 at two
 # voxels (sinc-shaped, from zero-filled reconstruction); bands of 0.6-0.8 give 0.44-0.52 and -0.08 to
 # -0.17 on the synthetic ones (same measure). The Gaussian correlation used before gave 0.35-0.50 and
@@ -311,8 +311,7 @@ def _voxel_snr_factor(geom: Geometry, band=None) -> float:
     -NOISE_VOLUME_EXPONENT, within NOISE_VOLUME_FACTOR; 1 on training grids.
 
     With the clinical 2D noise ``band`` (see clinical_noise_band) the volume is the acquired voxel's,
-    output spacing / band per axis, against CLINICAL2D_REFERENCE_ACQUIRED_MM3: a 0.45 mm matrix has the
-    noise of the coarser voxels it interpolates.
+    output spacing / band per axis: a 0.45 mm matrix has the noise of the coarser voxels it interpolates.
     """
     reference = NOISE_REFERENCE_VOXEL_MM3.get(geom.profile)
     if reference is None:
@@ -320,7 +319,6 @@ def _voxel_snr_factor(geom: Geometry, band=None) -> float:
     spacing = np.asarray(geom.spacing, float)
     if band is not None:
         spacing = spacing / np.asarray(band, float)
-        reference = CLINICAL2D_REFERENCE_ACQUIRED_MM3
     volume = float(np.prod(spacing))
     return float(np.clip((volume / reference) ** -NOISE_VOLUME_EXPONENT, *NOISE_VOLUME_FACTOR))
 
