@@ -1,0 +1,151 @@
+"""FLAIR next to the lateral ventricles, real against synthetic: is the normal periventricular lining right?
+
+Development script (reads the real data beside the checkout; the package never does). Real FLAIR shows a
+bright lining along the ventricles that raters of the 3 labeled open_ms cases did not call lesion; if the
+generator draws it weaker, thinner or rarer than real scans have it, a network trained on synthesis
+labels the whole lining as WMH (FCN-2 did: docs/training.md, session 18).
+
+Measured alike on both, without labels other than the lesion mask:
+
+* ventricles: FLAIR < VENTRICLE_BELOW x the brain median, inside the central box of the brain (30-70 % in x
+  and y, 35-70 % of its height), its two largest connected components if at least 2 ml;
+* profile: median FLAIR in 1 mm shells at 0-10 mm from the ventricles (Euclidean distance in mm),
+  central box only, CSF-dark voxels and lesions dilated by 2 mm left out, / the median of the 8-12 mm shell.
+
+Usage:  python scripts/periventricular_profile.py [--n-synth 12] [--seed 11] [--profile research3d] [--clinical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from wmhkit import datasets, synth  # noqa: E402
+
+VENTRICLE_BELOW = 0.45
+SHELLS_MM = np.arange(0, 11)
+REFERENCE_MM = (8.0, 12.0)
+
+
+def central_box(brain: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(brain)
+    lo, hi = idx.min(0), idx.max(0)
+    box = np.zeros(brain.shape, bool)
+    span = hi - lo
+    sl = [slice(int(lo[a] + 0.3 * span[a]), int(lo[a] + 0.7 * span[a])) for a in (0, 1)]
+    sl.append(slice(int(lo[2] + 0.35 * span[2]), int(lo[2] + 0.7 * span[2])))
+    box[tuple(sl)] = True
+    return box & brain
+
+
+def ventricles(flair: np.ndarray, brain: np.ndarray, box: np.ndarray, spacing) -> np.ndarray:
+    dark = (flair < VENTRICLE_BELOW * np.median(flair[brain])) & box
+    lab, n = ndi.label(dark)
+    if n == 0:
+        return dark
+    sizes = np.bincount(lab.ravel(), minlength=n + 1) * float(np.prod(spacing)) / 1000.0
+    # The lateral ventricles: the two largest dark components (sulci in the box are smaller).
+    keep = np.argsort(sizes[1:])[::-1][:2] + 1
+    return np.isin(lab, keep[sizes[keep] >= 2.0])
+
+
+def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
+    """Median FLAIR per 1 mm shell (SHELLS_MM) / the reference shell's median; None without ventricles."""
+    box = central_box(brain)
+    vent = ventricles(flair, brain, box, spacing)
+    if vent.sum() == 0:
+        return None
+    dist = ndi.distance_transform_edt(~vent, sampling=spacing)
+    keep = box & ~vent & (flair >= VENTRICLE_BELOW * np.median(flair[brain]))
+    if lesion is not None:
+        grow = np.maximum(1, np.round(2.0 / np.asarray(spacing)).astype(int))
+        keep &= ~ndi.binary_dilation(lesion > 0, np.ones(2 * grow + 1, bool))
+    ref = keep & (dist >= REFERENCE_MM[0]) & (dist < REFERENCE_MM[1])
+    ref_median = float(np.median(flair[ref]))
+    out = []
+    for d in SHELLS_MM:
+        shell = keep & (dist > d) & (dist <= d + 1)
+        out.append(float(np.median(flair[shell])) / ref_median if shell.sum() > 50 else np.nan)
+    return np.array(out)
+
+
+def spacing_of(affine) -> np.ndarray:
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+
+
+def real_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
+    rows = []
+    for case in datasets.open_ms_labeled(data_root / "open_ms"):
+        img = nib.load(case.flair)
+        flair = img.get_fdata(dtype=np.float32)
+        lesion = nib.load(case.wmh).get_fdata(dtype=np.float32) > 0.5
+        p = profile(flair, flair > 0, lesion, spacing_of(img.affine))
+        if p is not None:
+            rows.append((case.case_id, p))
+    return rows
+
+
+def clinical_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
+    """The unlabeled open_ms scans (brain from wmhkit's extractor; their lesions cannot be left out)."""
+    from wmhkit import brain
+
+    rows = []
+    for case in datasets.open_ms_unlabeled(data_root / "open_ms"):
+        img = nib.load(case.flair)
+        flair = img.get_fdata(dtype=np.float32)
+        mask = brain.extract_brain(flair, img.affine).mask > 0
+        p = profile(flair, mask, None, spacing_of(img.affine))
+        if p is not None:
+            rows.append((case.case_id, p))
+    return rows
+
+
+def synthetic_profiles(n: int, seed: int, profile_name: str) -> list[tuple[str, np.ndarray]]:
+    rows = []
+    for i in range(n):
+        s = synth.generate_sample(seed, profile_name, skull=False, index=i)
+        if s.meta["random_contrast"]:
+            continue
+        p = profile(s.flair, s.brainmask > 0, s.wmh, spacing_of(s.affine))
+        if p is not None:
+            c = s.meta["distractors"]
+            rows.append((f"{i} rim {c['ependymal_rim']:.2f} pv {c['periventricular_gradient']:.2f}", p))
+    return rows
+
+
+def print_rows(title: str, rows) -> None:
+    print(f"\n{title}")
+    print(f"{'case':<28}" + "".join(f"{d:>2}-{d + 1:<3}" for d in SHELLS_MM))
+    for name, p in rows:
+        print(f"{name:<28}" + "".join(f"{v:6.2f}" for v in p))
+    if rows:
+        arr = np.array([p for _, p in rows])
+        print(f"{'median':<28}" + "".join(f"{v:6.2f}" for v in np.nanmedian(arr, 0)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-synth", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--profile", default="research3d")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--clinical", action="store_true", help="also the unlabeled clinical scans")
+    args = ap.parse_args()
+    print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data))
+    if args.clinical:
+        print_rows("real clinical (open_ms unlabeled, native grid, lesions not left out)",
+                   clinical_profiles(args.data))
+    print_rows(f"synthetic ({args.profile}, seed {args.seed})", synthetic_profiles(args.n_synth, args.seed, args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
