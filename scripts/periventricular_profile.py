@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
+from nibabel.affines import voxel_sizes
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -77,17 +78,13 @@ def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     return np.array(out)
 
 
-def spacing_of(affine) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
-
-
 def real_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
     rows = []
     for case in datasets.open_ms_labeled(data_root / "open_ms"):
         img = nib.load(case.flair)
         flair = img.get_fdata(dtype=np.float32)
         lesion = nib.load(case.wmh).get_fdata(dtype=np.float32) > 0.5
-        p = profile(flair, flair > 0, lesion, spacing_of(img.affine))
+        p = profile(flair, flair > 0, lesion, voxel_sizes(img.affine))
         if p is not None:
             rows.append((case.case_id, p))
     return rows
@@ -102,7 +99,7 @@ def clinical_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
         img = nib.load(case.flair)
         flair = img.get_fdata(dtype=np.float32)
         mask = brain.extract_brain(flair, img.affine).mask > 0
-        p = profile(flair, mask, None, spacing_of(img.affine))
+        p = profile(flair, mask, None, voxel_sizes(img.affine))
         if p is not None:
             rows.append((case.case_id, p))
     return rows
@@ -114,7 +111,7 @@ def synthetic_profiles(n: int, seed: int, profile_name: str) -> list[tuple[str, 
         s = synth.generate_sample(seed, profile_name, skull=False, index=i)
         if s.meta["random_contrast"]:
             continue
-        p = profile(s.flair, s.brainmask > 0, s.wmh, spacing_of(s.affine))
+        p = profile(s.flair, s.brainmask > 0, s.wmh, voxel_sizes(s.affine))
         if p is not None:
             c = s.meta["distractors"]
             rows.append((f"{i} rim {c['ependymal_rim']:.2f} pv {c['periventricular_gradient']:.2f}", p))

@@ -55,11 +55,11 @@ BRAIN_EDGE_SIGMA_MM = 1.5
 # shows smooth (its grain is anatomy more than noise; docs/synth.md, twelfth session). Training grids
 # span both.
 NOISE_SIGMA = {"clinical2d": (0.045, 0.075), "research3d": (0.025, 0.05), "train": (0.025, 0.07)}
-# NOISE_SIGMA holds at the profile's reference voxel (mm^3: on clinical 2D grids the acquired voxel, 1 x 1
-# x 3 mm, of the real clinical FLAIRs' median grid, 0.72 x 0.72 x 3 mm; a 1 mm 3D voxel) and scales with
-# voxel volume ** -0.5: the real clinical FLAIRs' 1 mm grain
-# falls from 0.063-0.073 (0.57 x 0.57 x 3.3 mm) to 0.053-0.063 (0.72 x 0.72 x 3) and 0.043 (0.72 x 0.72 x
-# 4) (docs/synth.md, fifteenth session). Without it the 1 x 1 x 5-8 mm cases looked grainiest of all.
+# NOISE_SIGMA holds at the profile's reference voxel (mm^3): on clinical 2D grids the 1 x 1 x 3 mm voxel
+# acquired for the real clinical FLAIRs' median grid (0.72 x 0.72 x 3 mm), on research 3D grids a 1 mm
+# voxel. It scales with voxel volume ** -0.5: the real clinical FLAIRs' 1 mm grain falls from 0.063-0.073
+# (0.57 x 0.57 x 3.3 mm) to 0.053-0.063 (0.72 x 0.72 x 3) and 0.043 (0.72 x 0.72 x 4) (docs/synth.md,
+# fifteenth session). Without it the 1 x 1 x 5-8 mm cases looked grainiest of all.
 NOISE_REFERENCE_VOXEL_MM3 = {"clinical2d": 3.0, "research3d": 1.0}
 NOISE_VOLUME_EXPONENT = 0.5
 NOISE_VOLUME_FACTOR = (0.35, 1.6)
