@@ -179,40 +179,12 @@ def generate_sample(
         flair, t1 = _simulate_resolution(rng, flair_w, t1_w, work_spacing_mm, acquisition)
         frac_o, brain_o, tissue = frac, brain_w, anat.labels
     else:
-        # In-plane point spread (sigma, mm): 2D FLAIRs are sharp in-plane (their blur is across slices).
-        psf = float(rng.uniform(0.15, 0.45) if geom.slice_axis is not None else rng.uniform(0.3, 0.7))
-        acquisition["psf_sigma_mm"] = round(psf, 3)
-        stack = np.stack(
-            [blur_for_output(v, geom, work_spacing_mm, psf) for v in (flair_w, t1_w)]
-            + [blur_for_output(v, geom, work_spacing_mm) for v in (frac, brain_w)]
+        flair, t1, frac_o, brain_o, tissue = _acquire_on_output_grid(
+            rng, geom, work_aff, work_spacing_mm, (flair_w, t1_w, frac, brain_w), anat.labels, acquisition
         )
-        flair, t1, frac_o, brain_o = sample_to_output(stack, work_aff, geom)
-        tissue = sample_to_output(anat.labels[None].astype(np.float32), work_aff, geom, mode="nearest")[0]
-        tissue = tissue.astype(np.uint8)
-        if geom.slice_axis is not None:
-            # 2D multi-slice: interleaved excitation leaves small slice-to-slice intensity steps.
-            jitter = float(rng.uniform(0.0, 0.03))
-            acquisition["slice_gain_sd"] = round(jitter, 4)
-            shape = [1, 1, 1]
-            shape[geom.slice_axis] = geom.shape[geom.slice_axis]
-            for img in (flair, t1):
-                img *= (1.0 + jitter * rng.standard_normal(geom.shape[geom.slice_axis])).reshape(shape).astype(np.float32)
     brainmask = brain_o >= 0.5
     wmh = (frac_o >= 0.5) & brainmask
-
-    noise = float(rng.uniform(*NOISE_SIGMA[geom.profile]))
-    two_d = geom.slice_axis is not None
-    if two_d:
-        inplane_mm = float(min(s for a, s in enumerate(geom.spacing) if a != geom.slice_axis))
-        drawn_band = float(rng.uniform(*CLINICAL2D_KSPACE_FRACTION))
-        acquired_mm = max(inplane_mm / drawn_band, CLINICAL2D_FINEST_ACQUIRED_MM)
-        band = clinical_noise_band(geom, acquired_mm)
-        noise *= _voxel_snr_factor(geom, band)
-        acquisition["acquired_inplane_mm"] = round(acquired_mm, 3)
-    else:
-        band = [float(rng.uniform(*KSPACE_FRACTION))] * 3
-        noise *= _voxel_snr_factor(geom)
-    acquisition["noise_kspace_fraction"] = [round(c, 3) for c in band]
+    noise, band = _acquisition_noise(rng, geom, acquisition)
     # Skull-stripped output is 0 outside the brain mask.
     keep = brainmask if not skull else _background_kept(rng, tissue > 0)
     flair = _rician(rng, flair, noise, keep, band)
@@ -220,11 +192,73 @@ def generate_sample(
     scale_f, scale_t = float(rng.uniform(300, 1500)), float(rng.uniform(300, 1500))
     flair = (flair * scale_f).astype(np.float32)
     t1 = (t1 * scale_t).astype(np.float32)
+    meta = _describe(
+        seed=seed, index=index, geom=geom, skull=skull, age=age, atrophy=atrophy, severity=severity,
+        target_ml=target_ml, wmh=wmh, lesion_info=lesion_info, contrast=contrast, random_contrast=random_contrast,
+        scale_f=scale_f, noise=noise, work_spacing_mm=work_spacing_mm, spatial=spatial, acquisition=acquisition,
+    )
+    return SynthSample(
+        flair=flair,
+        t1=t1,
+        wmh=wmh.astype(np.uint8),
+        brainmask=brainmask.astype(np.uint8),
+        tissue=tissue,
+        affine=geom.affine.copy(),
+        meta=meta,
+    )
 
+
+def _acquire_on_output_grid(rng, geom: Geometry, work_aff, work_spacing_mm: float, volumes, labels, record: dict):
+    """Point spread, slice profile and resampling from the working grid to ``geom`` (and, on 2D grids,
+    slice-to-slice gain steps); ``volumes`` = (FLAIR, T1, lesion fraction, brain fraction).
+
+    Returns (flair, t1, lesion fraction, brain fraction, tissue labels) on the output grid."""
+    flair_w, t1_w, frac, brain_w = volumes
+    # In-plane point spread (sigma, mm): 2D FLAIRs are sharp in-plane (their blur is across slices).
+    psf = float(rng.uniform(0.15, 0.45) if geom.slice_axis is not None else rng.uniform(0.3, 0.7))
+    record["psf_sigma_mm"] = round(psf, 3)
+    stack = np.stack(
+        [blur_for_output(v, geom, work_spacing_mm, psf) for v in (flair_w, t1_w)]
+        + [blur_for_output(v, geom, work_spacing_mm) for v in (frac, brain_w)]
+    )
+    flair, t1, frac_o, brain_o = sample_to_output(stack, work_aff, geom)
+    tissue = sample_to_output(labels[None].astype(np.float32), work_aff, geom, mode="nearest")[0].astype(np.uint8)
+    if geom.slice_axis is not None:
+        # 2D multi-slice: interleaved excitation leaves small slice-to-slice intensity steps.
+        jitter = float(rng.uniform(0.0, 0.03))
+        record["slice_gain_sd"] = round(jitter, 4)
+        shape = [1, 1, 1]
+        shape[geom.slice_axis] = geom.shape[geom.slice_axis]
+        for img in (flair, t1):
+            img *= (1.0 + jitter * rng.standard_normal(geom.shape[geom.slice_axis])).reshape(shape).astype(np.float32)
+    return flair, t1, frac_o, brain_o, tissue
+
+
+def _acquisition_noise(rng, geom: Geometry, record: dict) -> tuple[float, list[float]]:
+    """The grid's noise: SD relative to white matter (NOISE_SIGMA, scaled by the acquired voxel's volume)
+    and the k-space band it fills per axis (see clinical_noise_band and _correlated_noise)."""
+    noise = float(rng.uniform(*NOISE_SIGMA[geom.profile]))
+    if geom.slice_axis is not None:
+        inplane_mm = float(min(s for a, s in enumerate(geom.spacing) if a != geom.slice_axis))
+        drawn_band = float(rng.uniform(*CLINICAL2D_KSPACE_FRACTION))
+        acquired_mm = max(inplane_mm / drawn_band, CLINICAL2D_FINEST_ACQUIRED_MM)
+        band = clinical_noise_band(geom, acquired_mm)
+        noise *= _voxel_snr_factor(geom, band)
+        record["acquired_inplane_mm"] = round(acquired_mm, 3)
+    else:
+        band = [float(rng.uniform(*KSPACE_FRACTION))] * 3
+        noise *= _voxel_snr_factor(geom)
+    record["noise_kspace_fraction"] = [round(c, 3) for c in band]
+    return noise, band
+
+
+def _describe(*, seed, index, geom: Geometry, skull, age, atrophy, severity, target_ml, wmh, lesion_info, contrast,
+              random_contrast, scale_f, noise, work_spacing_mm, spatial, acquisition) -> dict:
+    """The sample's JSON-able ``meta`` (see :class:`SynthSample`)."""
+    atlas = load_atlas()
     voxel_ml = voxel_volume_ml(geom.affine)
     n_lesions = int(ndi.label(wmh, structure=np.ones((3, 3, 3)))[1]) if wmh.any() else 0
-    wm_ids = atlas.ids(WM_CLASSES)
-    meta = {
+    return {
         "generator": "wmhkit.synth",
         "seed": seed,
         "index": int(index),
@@ -268,18 +302,9 @@ def generate_sample(
         },
         "acquisition": acquisition,
         "tissue_labels": {str(k): v for k, v in sorted(atlas.names.items())},
-        "wm_labels": wm_ids,
+        "wm_labels": atlas.ids(WM_CLASSES),
         "ventricle_labels": atlas.ids(("csf_lateral_ventricle", "csf_third_fourth_ventricle")),
     }
-    return SynthSample(
-        flair=flair,
-        t1=t1,
-        wmh=wmh.astype(np.uint8),
-        brainmask=brainmask.astype(np.uint8),
-        tissue=tissue,
-        affine=geom.affine.copy(),
-        meta=meta,
-    )
 
 
 def smooth_brain_fraction(brain: np.ndarray, spacing_mm: float) -> np.ndarray:
