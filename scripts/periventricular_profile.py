@@ -10,9 +10,13 @@ Measured alike on both, without labels other than the lesion mask:
 * ventricles: FLAIR < VENTRICLE_BELOW x the brain median, inside the central box of the brain (30-70 % in x
   and y, 35-70 % of its height), its two largest connected components if at least 2 ml;
 * profile: median FLAIR in 1 mm shells at 0-10 mm from the ventricles (Euclidean distance in mm),
-  central box only, CSF-dark voxels and lesions dilated by 2 mm left out, / the median of the 8-12 mm shell.
+  central box only, CSF-dark voxels and lesions dilated by 2 mm left out, / the median of the 8-12 mm shell;
+* with --edge, the wall itself: median FLAIR / the brain's median in 0.5 mm bins of the signed distance
+  (negative inside) from -2.5 to 5 mm, CSF-dark voxels kept. On a 1 mm grid the first layer outside
+  the ventricles falls in (0.5, 1], the diagonal neighbours in (1, 1.5]: how many layers the wall's
+  partial volume spans, and whether a brighter lining follows it.
 
-Usage:  python scripts/periventricular_profile.py [--n-synth 12] [--seed 11] [--profile research3d] [--clinical]
+Usage:  python scripts/periventricular_profile.py [--n-synth 12] [--seed 11] [--profile research3d] [--clinical] [--edge]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from wmhkit import datasets, synth  # noqa: E402
 VENTRICLE_BELOW = 0.45
 SHELLS_MM = np.arange(0, 11)
 REFERENCE_MM = (8.0, 12.0)
+EDGE_BINS_MM = np.arange(-3.0, 5.01, 0.5)
 
 
 def central_box(brain: np.ndarray) -> np.ndarray:
@@ -58,6 +63,13 @@ def ventricles(flair: np.ndarray, brain: np.ndarray, box: np.ndarray, spacing) -
     return np.isin(lab, keep[sizes[keep] >= 2.0])
 
 
+def _without_lesions(keep: np.ndarray, lesion, spacing) -> np.ndarray:
+    if lesion is None:
+        return keep
+    grow = np.maximum(1, np.round(2.0 / np.asarray(spacing)).astype(int))
+    return keep & ~ndi.binary_dilation(lesion > 0, np.ones(2 * grow + 1, bool))
+
+
 def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     """Median FLAIR per 1 mm shell (SHELLS_MM) / the reference shell's median; None without ventricles."""
     box = central_box(brain)
@@ -65,10 +77,7 @@ def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     if vent.sum() == 0:
         return None
     dist = ndi.distance_transform_edt(~vent, sampling=spacing)
-    keep = box & ~vent & (flair >= VENTRICLE_BELOW * np.median(flair[brain]))
-    if lesion is not None:
-        grow = np.maximum(1, np.round(2.0 / np.asarray(spacing)).astype(int))
-        keep &= ~ndi.binary_dilation(lesion > 0, np.ones(2 * grow + 1, bool))
+    keep = _without_lesions(box & ~vent & (flair >= VENTRICLE_BELOW * np.median(flair[brain])), lesion, spacing)
     ref = keep & (dist >= REFERENCE_MM[0]) & (dist < REFERENCE_MM[1])
     ref_median = float(np.median(flair[ref]))
     out = []
@@ -78,13 +87,30 @@ def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     return np.array(out)
 
 
-def real_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
+def edge_profile(flair, brain, lesion, spacing) -> np.ndarray | None:
+    """Median FLAIR / the brain's median per EDGE_BINS_MM bin of the signed distance (mm, negative
+    inside) from the ventricles; None without ventricles."""
+    box = central_box(brain)
+    vent = ventricles(flair, brain, box, spacing)
+    if vent.sum() == 0:
+        return None
+    signed = ndi.distance_transform_edt(~vent, sampling=spacing) - ndi.distance_transform_edt(vent, sampling=spacing)
+    keep = _without_lesions(box, lesion, spacing)
+    brain_median = float(np.median(flair[brain]))
+    out = []
+    for lo, hi in zip(EDGE_BINS_MM[:-1], EDGE_BINS_MM[1:]):
+        m = keep & (signed > lo) & (signed <= hi)
+        out.append(float(np.median(flair[m])) / brain_median if m.sum() > 50 else np.nan)
+    return np.array(out)
+
+
+def real_profiles(data_root: Path, measure=profile) -> list[tuple[str, np.ndarray]]:
     rows = []
     for case in datasets.open_ms_labeled(data_root / "open_ms"):
         img = nib.load(case.flair)
         flair = img.get_fdata(dtype=np.float32)
         lesion = nib.load(case.wmh).get_fdata(dtype=np.float32) > 0.5
-        p = profile(flair, flair > 0, lesion, voxel_sizes(img.affine))
+        p = measure(flair, flair > 0, lesion, voxel_sizes(img.affine))
         if p is not None:
             rows.append((case.case_id, p))
     return rows
@@ -105,22 +131,22 @@ def clinical_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
     return rows
 
 
-def synthetic_profiles(n: int, seed: int, profile_name: str) -> list[tuple[str, np.ndarray]]:
+def synthetic_profiles(n: int, seed: int, profile_name: str, measure=profile) -> list[tuple[str, np.ndarray]]:
     rows = []
     for i in range(n):
         s = synth.generate_sample(seed, profile_name, skull=False, index=i)
         if s.meta["random_contrast"]:
             continue
-        p = profile(s.flair, s.brainmask > 0, s.wmh, voxel_sizes(s.affine))
+        p = measure(s.flair, s.brainmask > 0, s.wmh, voxel_sizes(s.affine))
         if p is not None:
             c = s.meta["distractors"]
             rows.append((f"{i} rim {c['ependymal_rim']:.2f} pv {c['periventricular_gradient']:.2f}", p))
     return rows
 
 
-def print_rows(title: str, rows) -> None:
+def print_rows(title: str, rows, header: str | None = None) -> None:
     print(f"\n{title}")
-    print(f"{'case':<28}" + "".join(f"{d:>2}-{d + 1:<3}" for d in SHELLS_MM))
+    print(f"{'case':<28}" + (header or "".join(f"{d:>2}-{d + 1:<3}" for d in SHELLS_MM)))
     for name, p in rows:
         print(f"{name:<28}" + "".join(f"{v:6.2f}" for v in p))
     if rows:
@@ -135,7 +161,15 @@ def main() -> int:
     ap.add_argument("--profile", default="research3d")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--clinical", action="store_true", help="also the unlabeled clinical scans")
+    ap.add_argument("--edge", action="store_true", help="the wall profile in 0.5 mm bins instead of the shells")
     args = ap.parse_args()
+    if args.edge:
+        header = "".join(f"{hi:6.1f}" for hi in EDGE_BINS_MM[1:])
+        print("FLAIR / brain median by signed distance from the ventricles (bin upper edges, mm)")
+        print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, edge_profile), header)
+        print_rows(f"synthetic ({args.profile}, seed {args.seed})",
+                   synthetic_profiles(args.n_synth, args.seed, args.profile, edge_profile), header)
+        return 0
     print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data))
     if args.clinical:
         print_rows("real clinical (open_ms unlabeled, native grid, lesions not left out)",
