@@ -63,6 +63,13 @@ def ventricles(flair: np.ndarray, brain: np.ndarray, box: np.ndarray, spacing) -
     return np.isin(lab, keep[sizes[keep] >= 2.0])
 
 
+def _box_and_ventricles(flair, brain, spacing):
+    """(central box, ventricles) of one image, or None when it has no ventricles by the rule above."""
+    box = central_box(brain)
+    vent = ventricles(flair, brain, box, spacing)
+    return None if vent.sum() == 0 else (box, vent)
+
+
 def _without_lesions(keep: np.ndarray, lesion, spacing) -> np.ndarray:
     if lesion is None:
         return keep
@@ -72,10 +79,10 @@ def _without_lesions(keep: np.ndarray, lesion, spacing) -> np.ndarray:
 
 def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     """Median FLAIR per 1 mm shell (SHELLS_MM) / the reference shell's median; None without ventricles."""
-    box = central_box(brain)
-    vent = ventricles(flair, brain, box, spacing)
-    if vent.sum() == 0:
+    found = _box_and_ventricles(flair, brain, spacing)
+    if found is None:
         return None
+    box, vent = found
     dist = ndi.distance_transform_edt(~vent, sampling=spacing)
     keep = _without_lesions(box & ~vent & (flair >= VENTRICLE_BELOW * np.median(flair[brain])), lesion, spacing)
     ref = keep & (dist >= REFERENCE_MM[0]) & (dist < REFERENCE_MM[1])
@@ -90,10 +97,10 @@ def profile(flair, brain, lesion, spacing) -> np.ndarray | None:
 def edge_profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     """Median FLAIR / the brain's median per EDGE_BINS_MM bin of the signed distance (mm, negative
     inside) from the ventricles; None without ventricles."""
-    box = central_box(brain)
-    vent = ventricles(flair, brain, box, spacing)
-    if vent.sum() == 0:
+    found = _box_and_ventricles(flair, brain, spacing)
+    if found is None:
         return None
+    box, vent = found
     signed = ndi.distance_transform_edt(~vent, sampling=spacing) - ndi.distance_transform_edt(vent, sampling=spacing)
     keep = _without_lesions(box, lesion, spacing)
     brain_median = float(np.median(flair[brain]))
