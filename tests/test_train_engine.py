@@ -1,5 +1,6 @@
 """The shared training engine: configs and overrides, loss going down, exact resume, DDP, exports."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from conftest import write_nifti
 from torch.nn import functional as F
 
 from wmhkit.train.config import ConfigError, load_config
-from wmhkit.train.engine import learning_rate, load_exported, train
+from wmhkit.train.engine import BUDGET_PACE_STEPS, budgeted_steps, learning_rate, load_exported, train
 from wmhkit.train.losses import binary_logits, segmentation_loss, soft_dice_loss
 
 SPACING = (1.0, 1.0, 3.0)
@@ -169,6 +170,40 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
     train(config, tmp_path / "half", stop_at=4, progress=False)
     half = torch.load(tmp_path / "half" / "last.pt", weights_only=False)["model"]
     assert not all(torch.equal(whole[k], half[k]) for k in whole)
+
+
+def test_budgeted_steps_fit_the_time_left_within_the_config():
+    # 100 s left after 25 steps at 2 s a step: 50 more.
+    assert budgeted_steps(3000, 25, 2.0, 160.0, 60.0) == 75
+    assert budgeted_steps(60, 25, 2.0, 1e6, 60.0) == 60  # a generous budget never adds steps
+    assert budgeted_steps(3000, 25, 2.0, 10.0, 60.0) == 25  # an exhausted one stops where it is
+
+
+def test_a_spent_time_budget_stops_the_run_once_the_pace_is_known(tmp_path, tiny_data):
+    config = load_config(tiny_config(tiny_data, tmp_path, steps=60), ["run.time_budget_minutes=1e-6"])
+    exported = train(config, tmp_path / "run", progress=False)
+    log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
+    assert len(log) == BUDGET_PACE_STEPS[1]
+    assert config["optim"]["steps"] == 60  # the caller's config is left alone
+    budget = load_exported(exported)[1]["info"]["data"]["time_budget"]
+    assert budget["configured_steps"] == 60 and budget["steps"] == BUDGET_PACE_STEPS[1]
+    assert budget["seconds_per_step"] > 0
+
+
+def test_the_schedule_ends_at_the_budgeted_step(tmp_path, tiny_data, monkeypatch):
+    import wmhkit.train.engine as engine
+
+    monkeypatch.setattr(engine, "budgeted_steps", lambda configured, done, *_: 40)
+    config = load_config(tiny_config(tiny_data, tmp_path, steps=200, schedule="cosine"), ["run.time_budget_minutes=90"])
+    train(config, tmp_path / "run", progress=False)
+    log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
+    assert len(log) == 40 and (tmp_path / "run" / "model.pt").exists()
+    cut = {**config["optim"], "steps": 40}
+    assert log["lr"][-1] == pytest.approx(learning_rate(39, cut), rel=1e-4)
+    assert log["lr"][-1] < 0.01 * config["optim"]["lr"]  # on the configured 200 steps it would still be ~0.9 lr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["optim"]["steps"] == 40
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert saved["config"]["optim"]["steps"] == 40 and saved["data"]["time_budget"]["steps"] == 40
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path, tiny_data):

@@ -14,7 +14,7 @@ EXAMPLES = [
 # Flags that are shorthands for config keys (any other key: --set section.key=value).
 SHORTHANDS = {
     "steps": "optim.steps", "lr": "optim.lr", "batch_size": "optim.batch_size", "device": "run.device",
-    "seed": "run.seed", "workers": "run.workers", "threads": "run.threads",
+    "seed": "run.seed", "workers": "run.workers", "threads": "run.threads", "time_budget": "run.time_budget_minutes",
 }
 
 
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
         epilog="examples:\n"
         "  wmhkit train --config configs/unet2d_cpu.toml --out runs/unet2d\n"
         "  wmhkit train --config configs/unet2d_cpu.toml --out runs/unet2d --resume\n"
+        "  wmhkit train --config configs/unet3d_ds_cpu.toml --out runs/ds --time-budget 75\n"
         "  wmhkit train --config configs/sidefcn_cpu.toml --out runs/xu --set data.inputs=\\\"colour_t1\\\"\n"
         "  torchrun --nproc_per_node 2 -m wmhkit train --config configs/unet2d_cpu.toml --out runs/ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly; the config stored in the run is used (--config, --set and the config shorthands are ignored)")
     add_run_options(parser, "override a config key (value in TOML syntax); repeatable")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="fit the training steps into this many minutes on this machine: the pace of the "
+                        "first steps sets optim.steps (never above the config's), and the schedule follows")
     parser.set_defaults(func=run)
 
 

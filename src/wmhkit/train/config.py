@@ -72,6 +72,9 @@ DEFAULTS: dict[str, dict] = {
         "checkpoint_every": 250,
         "validate_every": 250,
         "flip_tta": False,
+        # Minutes the steps may take (0: no limit): measured over the first steps, optim.steps is cut to
+        # what fits, so the schedule still ends at its last step. Synthesis and evaluations come on top.
+        "time_budget_minutes": 0,
     },
 }
 

@@ -16,6 +16,7 @@ writes files.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -280,6 +281,20 @@ def make_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer
     raise ValueError(f"optim.name must be adam, adamw or sgd, not {name!r}")
 
 
+# run.time_budget_minutes: the first steps are slow (allocations, caches), so the pace is the mean wall
+# time per step (data loading included) between these two steps of a call.
+BUDGET_PACE_STEPS = (5, 25)
+
+
+def budgeted_steps(configured: int, done: int, pace_s: float, budget_s: float, spent_s: float) -> int:
+    """Total steps of a run that fit ``budget_s`` seconds of training when ``done`` steps took ``spent_s``
+    and the rest go at ``pace_s`` seconds a step: never more than ``configured``, never fewer than ``done``."""
+    if pace_s <= 0:
+        return configured
+    fit = done + int((budget_s - spent_s) // pace_s)
+    return max(done, min(configured, fit))
+
+
 def learning_rate(step: int, optim: dict) -> float:
     """Warm-up then constant, cosine or polynomial (0.9, as nnU-Net) decay to 0 at optim.steps."""
     base, steps, warmup = optim["lr"], optim["steps"], optim["warmup_steps"]
@@ -347,6 +362,7 @@ def train(config: dict, out: str | Path, *, resume: bool = False, init: str | Pa
 
 
 def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
+    config = copy.deepcopy(config)  # a time budget rewrites optim.steps: the run's copy, not the caller's
     last_path = out / "last.pt"
     if resume and last_path.exists():
         saved = torch.load(str(last_path), map_location="cpu", weights_only=False)
@@ -392,7 +408,9 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
 
     description = {"train": describe(sources, config["data"]["mix"]),
                    "validation": [c.name for c in validation], "test": [c.name for c in test],
-                   "init": str(init) if init else None, "init_loaded": init_note}
+                   "init": str(init) if init else None, "init_loaded": init_note,
+                   "time_budget": saved["data"].get("time_budget") if resume and last_path.exists() else None}
+    budget_s = 60.0 * float(run.get("time_budget_minutes") or 0)
     if runtime.main:
         (out / "config.json").write_text(json.dumps(config, indent=2))
     net = torch.nn.parallel.DistributedDataParallel(model) if runtime.world > 1 else model
@@ -405,6 +423,7 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     bar = tqdm(total=optim["steps"], initial=step, desc=f"train {config['model']['name']}",
                disable=not (progress and runtime.main) or None)
     model.train()
+    first_step, call_start, pace_start = step, time.perf_counter(), None
     for batch in loader:
         start = time.perf_counter()
         images = batch["image"].to(runtime.device)
@@ -430,6 +449,19 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         logger.step(step, float(loss.item()), lr, time.perf_counter() - start)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        if budget_s > 0 and description["time_budget"] is None:
+            if step - first_step == BUDGET_PACE_STEPS[0]:
+                pace_start = time.perf_counter()
+            elif step - first_step == BUDGET_PACE_STEPS[1] and pace_start is not None:
+                pace = (time.perf_counter() - pace_start) / (BUDGET_PACE_STEPS[1] - BUDGET_PACE_STEPS[0])
+                description["time_budget"] = _fit_budget(optim, step, first_step, pace, budget_s,
+                                                         time.perf_counter() - call_start, runtime)
+                last = min(last, optim["steps"])
+                bar.total = optim["steps"]
+                bar.write(f"time budget {budget_s / 60:g} min: {description['time_budget']['seconds_per_step']:.2f} s "
+                          f"a step, {optim['steps']} of {description['time_budget']['configured_steps']} steps")
+                if runtime.main:
+                    (out / "config.json").write_text(json.dumps(config, indent=2))
         boundary = step == last
         if runtime.main and (step % run["validate_every"] == 0 or boundary) and (validation or test):
             model.eval()
@@ -445,6 +477,8 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         if runtime.main and (step % run["checkpoint_every"] == 0 or boundary):
             _save_state(last_path, model, optimizer, step, best, config, description)
         runtime.barrier()
+        if step >= last:
+            break
     bar.close()
     logger.close()
     exported = out / "model.pt"
@@ -454,6 +488,20 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         logger.plot()
     runtime.barrier()
     return exported
+
+
+def _fit_budget(optim: dict, step: int, first_step: int, pace: float, budget_s: float, call_s: float,
+                runtime: Runtime) -> dict:
+    """Cut ``optim['steps']`` (in place) to what fits ``budget_s``; rank 0's pace decides for every rank.
+    Steps before this call (a resumed run) count at the measured pace."""
+    if runtime.world > 1:
+        shared = torch.tensor([pace], dtype=torch.float64, device=runtime.device)
+        dist.broadcast(shared, 0)
+        pace = float(shared.item())
+    configured = int(optim["steps"])
+    optim["steps"] = budgeted_steps(configured, step, pace, budget_s, call_s + first_step * pace)
+    return {"minutes": budget_s / 60.0, "seconds_per_step": pace, "configured_steps": configured,
+            "steps": optim["steps"]}
 
 
 def _as_float(outputs):
