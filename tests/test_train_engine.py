@@ -14,7 +14,8 @@ from conftest import write_nifti
 from torch.nn import functional as F
 
 from wmhkit.train.config import ConfigError, load_config
-from wmhkit.train.engine import BUDGET_PACE_STEPS, budgeted_steps, learning_rate, load_exported, train
+from wmhkit.train.budget import PACE_STEPS, REFIT_EVERY, StepBudget, budgeted_steps
+from wmhkit.train.engine import learning_rate, load_exported, train
 from wmhkit.train.losses import binary_logits, segmentation_loss, soft_dice_loss
 
 SPACING = (1.0, 1.0, 3.0)
@@ -173,27 +174,87 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
 
 
 def test_budgeted_steps_fit_the_time_left_within_the_config():
-    # 100 s left after 25 steps at 2 s a step: 50 more.
-    assert budgeted_steps(3000, 25, 2.0, 160.0, 60.0) == 75
-    assert budgeted_steps(60, 25, 2.0, 1e6, 60.0) == 60  # a generous budget never adds steps
-    assert budgeted_steps(3000, 25, 2.0, 10.0, 60.0) == 25  # an exhausted one stops where it is
+    assert budgeted_steps(3000, 25, 2.0, 100.0) == 75  # 100 s left at 2 s a step: 50 more
+    assert budgeted_steps(60, 25, 2.0, 1e6) == 60  # a generous budget never adds steps
+    assert budgeted_steps(3000, 25, 2.0, -5.0) == 25  # an exhausted one stops where it is
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def run_budget(budget: StepBudget, clock: FakeClock, seconds_per_step, until: int) -> list[int]:
+    """Steps 1..until at the given pace (a function of the step); optim['steps'] after each."""
+    decided = []
+    for step in range(1, until + 1):
+        seconds = seconds_per_step(step)  # may advance the clock itself (an evaluation)
+        clock.now += seconds
+        budget.after_step(step)
+        decided.append(budget.optim["steps"])
+        if step >= budget.optim["steps"]:
+            break
+    return decided
+
+
+def test_the_budget_follows_a_machine_that_slows_down():
+    clock, optim = FakeClock(), {"steps": 3000}
+    budget = StepBudget(10.0, optim, validate_every=10_000, clock=clock)  # 600 s
+    decided = run_budget(budget, clock, lambda step: 1.0 if step <= REFIT_EVERY else 2.0, 3000)
+    assert decided[PACE_STEPS[1] - 1] == 600  # 1 s a step: 600 steps fit
+    assert decided[-1] == len(decided)  # the run ends where the budget says
+    # 100 steps at 1 s, then 2 s a step: 100 + 500 / 2 = 350 steps fill 600 s
+    assert abs(len(decided) - 350) <= REFIT_EVERY // 2 and clock.now <= 600.0 + 2 * REFIT_EVERY
+    assert budget.state()["configured_steps"] == 3000 and budget.state()["refits"] >= 3
+
+
+def test_evaluations_count_against_the_budget_but_not_in_the_pace():
+    clock, optim = FakeClock(), {"steps": 3000}
+    budget = StepBudget(10.0, optim, validate_every=100, clock=clock)
+
+    def pace(step):
+        if step % 100 == 0:  # an evaluation of 20 s after every 100th step
+            clock.now += 20.0
+            budget.evaluated(20.0)
+        return 1.0
+
+    decided = run_budget(budget, clock, pace, 3000)
+    assert budget.state()["seconds_per_step"] == 1.0
+    assert 450 <= len(decided) <= 520  # 500 s of steps and 5 evaluations of 20 s
+    assert clock.now <= 600.0 + 20.0
+
+
+def test_a_resumed_run_goes_on_spending_the_same_budget():
+    clock, optim = FakeClock(), {"steps": 3000}
+    first = StepBudget(10.0, optim, validate_every=10_000, clock=clock)
+    run_budget(first, clock, lambda step: 1.0, 200)
+    saved = first.state()
+    assert saved["spent_s"] == 200.0
+    again = StepBudget(10.0, dict(optim), validate_every=10_000, state=saved, clock=clock)
+    for step in range(201, 201 + PACE_STEPS[1]):
+        clock.now += 1.0
+        again.after_step(step)
+    assert again.optim["steps"] == 600  # 600 s in all, not 600 more
 
 
 def test_a_spent_time_budget_stops_the_run_once_the_pace_is_known(tmp_path, tiny_data):
     config = load_config(tiny_config(tiny_data, tmp_path, steps=60), ["run.time_budget_minutes=1e-6"])
     exported = train(config, tmp_path / "run", progress=False)
     log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)
-    assert len(log) == BUDGET_PACE_STEPS[1]
+    assert len(log) == PACE_STEPS[1]
     assert config["optim"]["steps"] == 60  # the caller's config is left alone
     budget = load_exported(exported)[1]["info"]["data"]["time_budget"]
-    assert budget["configured_steps"] == 60 and budget["steps"] == BUDGET_PACE_STEPS[1]
+    assert budget["configured_steps"] == 60 and budget["steps"] == PACE_STEPS[1]
     assert budget["seconds_per_step"] > 0
 
 
 def test_the_schedule_ends_at_the_budgeted_step(tmp_path, tiny_data, monkeypatch):
-    import wmhkit.train.engine as engine
+    import wmhkit.train.budget as budget
 
-    monkeypatch.setattr(engine, "budgeted_steps", lambda configured, done, *_: 40)
+    monkeypatch.setattr(budget, "budgeted_steps", lambda configured, done, *_: 40)
     config = load_config(tiny_config(tiny_data, tmp_path, steps=200, schedule="cosine"), ["run.time_budget_minutes=90"])
     train(config, tmp_path / "run", progress=False)
     log = np.genfromtxt(tmp_path / "run" / "log.csv", delimiter=",", names=True)

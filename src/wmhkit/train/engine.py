@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from wmhkit.io import save_torch
 from wmhkit.models import build_model, network_dims, rebuild_model
+from wmhkit.train.budget import StepBudget
 from wmhkit.train.config import autocast_for
 from wmhkit.train.losses import segmentation_loss
 
@@ -281,20 +282,6 @@ def make_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer
     raise ValueError(f"optim.name must be adam, adamw or sgd, not {name!r}")
 
 
-# run.time_budget_minutes: the first steps are slow (allocations, caches), so the pace is the mean wall
-# time per step (data loading included) between these two steps of a call.
-BUDGET_PACE_STEPS = (5, 25)
-
-
-def budgeted_steps(configured: int, done: int, pace_s: float, budget_s: float, spent_s: float) -> int:
-    """Total steps of a run that fit ``budget_s`` seconds of training when ``done`` steps took ``spent_s``
-    and the rest go at ``pace_s`` seconds a step: never more than ``configured``, never fewer than ``done``."""
-    if pace_s <= 0:
-        return configured
-    fit = done + int((budget_s - spent_s) // pace_s)
-    return max(done, min(configured, fit))
-
-
 def learning_rate(step: int, optim: dict) -> float:
     """Warm-up then constant, cosine or polynomial (0.9, as nnU-Net) decay to 0 at optim.steps."""
     base, steps, warmup = optim["lr"], optim["steps"], optim["warmup_steps"]
@@ -410,7 +397,10 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
                    "validation": [c.name for c in validation], "test": [c.name for c in test],
                    "init": str(init) if init else None, "init_loaded": init_note,
                    "time_budget": saved["data"].get("time_budget") if resume and last_path.exists() else None}
-    budget_s = 60.0 * float(run.get("time_budget_minutes") or 0)
+    budget = None
+    if float(run.get("time_budget_minutes") or 0) > 0:
+        budget = StepBudget(float(run["time_budget_minutes"]), optim, run["validate_every"],
+                            description["time_budget"], agree=lambda steps: _from_main(steps, runtime))
     if runtime.main:
         (out / "config.json").write_text(json.dumps(config, indent=2))
     net = torch.nn.parallel.DistributedDataParallel(model) if runtime.world > 1 else model
@@ -423,7 +413,6 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     bar = tqdm(total=optim["steps"], initial=step, desc=f"train {config['model']['name']}",
                disable=not (progress and runtime.main) or None)
     model.train()
-    first_step, call_start, pace_start = step, time.perf_counter(), None
     for batch in loader:
         start = time.perf_counter()
         images = batch["image"].to(runtime.device)
@@ -449,24 +438,24 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         logger.step(step, float(loss.item()), lr, time.perf_counter() - start)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if budget_s > 0 and description["time_budget"] is None:
-            if step - first_step == BUDGET_PACE_STEPS[0]:
-                pace_start = time.perf_counter()
-            elif step - first_step == BUDGET_PACE_STEPS[1] and pace_start is not None:
-                pace = (time.perf_counter() - pace_start) / (BUDGET_PACE_STEPS[1] - BUDGET_PACE_STEPS[0])
-                description["time_budget"] = _fit_budget(optim, step, first_step, pace, budget_s,
-                                                         time.perf_counter() - call_start, runtime)
-                last = min(last, optim["steps"])
-                bar.total = optim["steps"]
-                bar.write(f"time budget {budget_s / 60:g} min: {description['time_budget']['seconds_per_step']:.2f} s "
-                          f"a step, {optim['steps']} of {description['time_budget']['configured_steps']} steps")
-                if runtime.main:
-                    (out / "config.json").write_text(json.dumps(config, indent=2))
+        if budget is not None and budget.after_step(step):
+            last = optim["steps"] if stop_at is None else min(stop_at, optim["steps"])
+            bar.total = optim["steps"]
+            decided = budget.state()
+            if decided["refits"] == 1 or decided["steps"] != description["time_budget"]["steps"]:
+                bar.write(f"time budget {decided['minutes']:g} min: {decided['seconds_per_step']:.2f} s a step, "
+                          f"{decided['steps']} of {decided['configured_steps']} steps")
+            description["time_budget"] = decided
+            if runtime.main:
+                (out / "config.json").write_text(json.dumps(config, indent=2))
         boundary = step == last
         if runtime.main and (step % run["validate_every"] == 0 or boundary) and (validation or test):
             model.eval()
+            evaluation_start = time.perf_counter()
             scores = {"validation": evaluate(model, validation, config, runtime.device),
                       "test": evaluate(model, test, config, runtime.device)}
+            if budget is not None:
+                budget.evaluated(time.perf_counter() - evaluation_start)
             model.train()
             logger.validation(step, scores)
             current = scores["validation"].get("dsc", float("nan"))
@@ -475,6 +464,8 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
                 export_model(out / "best.pt", model, config, {"step": step, "scores": scores, "data": description})
             bar.write(f"step {step}: " + _score_text(scores))
         if runtime.main and (step % run["checkpoint_every"] == 0 or boundary):
+            if budget is not None and description["time_budget"] is not None:
+                description["time_budget"] = budget.state()
             _save_state(last_path, model, optimizer, step, best, config, description)
         runtime.barrier()
         if step >= last:
@@ -490,18 +481,13 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     return exported
 
 
-def _fit_budget(optim: dict, step: int, first_step: int, pace: float, budget_s: float, call_s: float,
-                runtime: Runtime) -> dict:
-    """Cut ``optim['steps']`` (in place) to what fits ``budget_s``; rank 0's pace decides for every rank.
-    Steps before this call (a resumed run) count at the measured pace."""
-    if runtime.world > 1:
-        shared = torch.tensor([pace], dtype=torch.float64, device=runtime.device)
-        dist.broadcast(shared, 0)
-        pace = float(shared.item())
-    configured = int(optim["steps"])
-    optim["steps"] = budgeted_steps(configured, step, pace, budget_s, call_s + first_step * pace)
-    return {"minutes": budget_s / 60.0, "seconds_per_step": pace, "configured_steps": configured,
-            "steps": optim["steps"]}
+def _from_main(value: int, runtime: Runtime) -> int:
+    """Rank 0's ``value`` on every rank (the value itself without torchrun)."""
+    if runtime.world == 1:
+        return int(value)
+    shared = torch.tensor([int(value)], dtype=torch.int64, device=runtime.device)
+    dist.broadcast(shared, 0)
+    return int(shared.item())
 
 
 def _as_float(outputs):
