@@ -172,6 +172,15 @@ def build_atlas(src: Path):
     left, right = ndi.binary_dilation(vent & (x < 0), iterations=3), ndi.binary_dilation(vent & (x > 0), iterations=3)
     septum = left & right & ~vent & (np.abs(x) < 3) & (y > -25) & (y < 30) & (z > -2) & (z < 30) & brain
     labels[septum] = ID["septum_pellucidum"]
+    # Colin27's septum is thinner than a voxel in places, and the intensity segmentation joined the two
+    # lateral ventricles across the midline there (372 rows of voxels): fused horns, which no real brain
+    # has and which readers of the synthetic montage named as a tell. A midline sheet closes them: septum
+    # in front, the fornix and splenium (periventricular white matter) behind it. Two voxels wide (x = 0
+    # and 1 mm): three rendered as a 4 mm bright gap between the horns (real: 2-3 mm), and one would break
+    # up under the warp's nearest-neighbour sampling at scales below 1.
+    sheet = (labels == ID["csf_lateral_ventricle"]) & (x >= -0.5) & (x <= 1.0)
+    labels[sheet & (y >= -25)] = ID["septum_pellucidum"]
+    labels[sheet & (y < -25)] = ID["wm_periventricular"]
     # Choroid plexus: a blob of tissue inside the atria (trigones) of the lateral ventricles.
     atria = vent & (np.abs(x) > 12) & (y < -20) & (y > -50) & (z > 0) & (z < 28)
     chor = atria & (ndi.distance_transform_edt(vent) >= 1.5)

@@ -14,9 +14,14 @@ Measured alike on both, without labels other than the lesion mask:
 * with --edge, the wall itself: median FLAIR / the brain's median in 0.5 mm bins of the signed distance
   (negative inside) from -2.5 to 5 mm, CSF-dark voxels kept. On a 1 mm grid the first layer outside
   the ventricles falls in (0.5, 1], the diagonal neighbours in (1, 1.5]: how many layers the wall's
-  partial volume spans, and whether a brighter lining follows it.
+  partial volume spans, and whether a brighter lining follows it;
+* with --septum, the wall between the two lateral ventricles, on axial rows (images reoriented to RAS)
+  of the central box that cross the ventricles: rows where the ventricle voxels form two runs at most
+  SEPTUM_GAP_MM apart give the gap's width and its brightest FLAIR / the brain's median; rows where
+  one run crosses the midline are fused (no septum brighter than the ventricle threshold).
 
-Usage:  python scripts/periventricular_profile.py [--n-synth 12] [--seed 11] [--profile research3d] [--clinical] [--edge]
+Usage:  python scripts/periventricular_profile.py [--n-synth 12] [--seed 11] [--profile research3d] [--clinical]
+        [--edge | --septum]
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ VENTRICLE_BELOW = 0.45
 SHELLS_MM = np.arange(0, 11)
 REFERENCE_MM = (8.0, 12.0)
 EDGE_BINS_MM = np.arange(-3.0, 5.01, 0.5)
+# Two ventricle runs further apart than this on a row are not the frontal horns and the septum between
+# them (the third ventricle's level, or the atria either side of the thalami).
+SEPTUM_GAP_MM = 6.0
 
 
 def central_box(brain: np.ndarray) -> np.ndarray:
@@ -111,30 +119,78 @@ def edge_profile(flair, brain, lesion, spacing) -> np.ndarray | None:
     return np.array(out)
 
 
+def septum_rows(flair, brain, lesion, spacing) -> np.ndarray | None:
+    """(share of fused rows, median gap mm, median peak FLAIR / brain median, rows seen) for an image in
+    RAS orientation (axis 0 left-right, 2 inferior-superior); None without ventricles. ``lesion`` is
+    unused: lesions do not sit in the septum, and the rule reads only ventricle runs."""
+    found = _box_and_ventricles(flair, brain, spacing)
+    if found is None:
+        return None
+    _, vent = found
+    brain_median = float(np.median(flair[brain]))
+    midline = int(round(np.argwhere(brain)[:, 0].mean()))
+    fused, gaps, peaks = 0, [], []
+    for y, z in np.argwhere(vent.any(0)):
+        runs = _runs(np.flatnonzero(vent[:, y, z]))
+        if len(runs) == 1 and runs[0][0] <= midline <= runs[0][1]:
+            fused += 1
+        elif len(runs) == 2:
+            (_, a), (b, _) = runs
+            width_mm = (b - a - 1) * spacing[0]
+            if width_mm <= SEPTUM_GAP_MM:
+                gaps.append(width_mm)
+                peaks.append(float(flair[a + 1:b, y, z].max()) / brain_median)
+    seen = fused + len(gaps)
+    if seen == 0:
+        return None
+    return np.array([fused / seen, np.median(gaps) if gaps else np.nan, np.median(peaks) if peaks else np.nan, seen])
+
+
+def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive integers in the sorted ``idx``."""
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks], [idx[-1]]])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data), affine))
+    return np.asarray(img.dataobj), img.affine
+
+
 def real_profiles(data_root: Path, measure=profile) -> list[tuple[str, np.ndarray]]:
     rows = []
     for case in datasets.open_ms_labeled(data_root / "open_ms"):
         img = nib.load(case.flair)
         flair = img.get_fdata(dtype=np.float32)
         lesion = nib.load(case.wmh).get_fdata(dtype=np.float32) > 0.5
-        p = measure(flair, flair > 0, lesion, voxel_sizes(img.affine))
+        affine = img.affine
+        if measure is septum_rows:
+            (flair, affine), (lesion, _) = _canonical(flair, affine), _canonical(lesion.astype(np.uint8), affine)
+        p = measure(flair, flair > 0, lesion, voxel_sizes(affine))
         if p is not None:
             rows.append((case.case_id, p))
     return rows
 
 
-def clinical_profiles(data_root: Path) -> list[tuple[str, np.ndarray]]:
-    """The unlabeled open_ms scans (brain from wmhkit's extractor; their lesions cannot be left out)."""
+def clinical_profiles(data_root: Path, measure=profile, flairs=None) -> list[tuple[str, np.ndarray]]:
+    """The unlabeled open_ms scans, or the FLAIR files ``flairs`` (brain from wmhkit's extractor; their
+    lesions cannot be left out)."""
     from wmhkit import brain
 
+    if flairs is None:
+        flairs = [(case.case_id, case.flair) for case in datasets.open_ms_unlabeled(data_root / "open_ms")]
     rows = []
-    for case in datasets.open_ms_unlabeled(data_root / "open_ms"):
-        img = nib.load(case.flair)
-        flair = img.get_fdata(dtype=np.float32)
-        mask = brain.extract_brain(flair, img.affine).mask > 0
-        p = profile(flair, mask, None, voxel_sizes(img.affine))
+    for name, path in flairs:
+        img = nib.load(path)
+        flair, affine = img.get_fdata(dtype=np.float32), img.affine
+        mask = brain.extract_brain(flair, affine).mask > 0
+        if measure is septum_rows:
+            (flair, _), (mask, affine) = _canonical(flair, affine), _canonical(mask.astype(np.uint8), affine)
+        p = measure(flair, mask > 0, None, voxel_sizes(affine))
         if p is not None:
-            rows.append((case.case_id, p))
+            rows.append((name, p))
     return rows
 
 
@@ -144,7 +200,10 @@ def synthetic_profiles(n: int, seed: int, profile_name: str, measure=profile) ->
         s = synth.generate_sample(seed, profile_name, skull=False, index=i)
         if s.meta["random_contrast"]:
             continue
-        p = measure(s.flair, s.brainmask > 0, s.wmh, voxel_sizes(s.affine))
+        flair, brain, wmh, affine = s.flair, s.brainmask, s.wmh, s.affine
+        if measure is septum_rows:
+            (flair, _), (brain, _), (wmh, affine) = (_canonical(v, s.affine) for v in (flair, brain, wmh))
+        p = measure(flair, brain > 0, wmh, voxel_sizes(affine))
         if p is not None:
             c = s.meta["distractors"]
             rows.append((f"{i} rim {c['ependymal_rim']:.2f} pv {c['periventricular_gradient']:.2f}", p))
@@ -169,7 +228,19 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--clinical", action="store_true", help="also the unlabeled clinical scans")
     ap.add_argument("--edge", action="store_true", help="the wall profile in 0.5 mm bins instead of the shells")
+    ap.add_argument("--septum", action="store_true", help="the septum between the lateral ventricles instead")
     args = ap.parse_args()
+    if args.septum:
+        header = f"{'fused':>6}{'gap mm':>8}{'peak':>6}{'rows':>6}"
+        print("Axial rows across the lateral ventricles: share fused, septum gap, its peak FLAIR / brain median")
+        print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, septum_rows), header)
+        if args.clinical:
+            print_rows("real 3D (unlabeled, native 1 mm)", clinical_profiles(
+                args.data, septum_rows, [("flair_3d_1mm", args.data / "unlabeled" / "flair_3d_1mm.nii.gz")]), header)
+            print_rows("real clinical (open_ms unlabeled, native grid)", clinical_profiles(args.data, septum_rows), header)
+        print_rows(f"synthetic ({args.profile}, seed {args.seed})",
+                   synthetic_profiles(args.n_synth, args.seed, args.profile, septum_rows), header)
+        return 0
     if args.edge:
         header = "".join(f"{hi:6.1f}" for hi in EDGE_BINS_MM[1:])
         print("FLAIR / brain median by signed distance from the ventricles (bin upper edges, mm)")

@@ -371,6 +371,38 @@ def test_grown_ventricles_leave_no_thalamus_sheets_inside():
     assert (anat.labels == atlas.id("septum_pellucidum")).any()
 
 
+def test_the_atlas_septum_keeps_the_lateral_ventricles_apart():
+    # Colin27's segmentation joined the two lateral ventricles across the midline in 372 voxel rows
+    # (fused frontal horns); the atlas build closes the midline with the septum and, behind it, white matter.
+    atlas = load_atlas()
+    lateral = atlas.labels == atlas.id("csf_lateral_ventricle")
+    x_mm = atlas.affine[0, 0] * np.arange(atlas.labels.shape[0]) + atlas.affine[0, 3]
+    assert not lateral[(x_mm >= 0.0) & (x_mm <= 1.0)].any()  # the two-voxel midline sheet
+    parts, n = ndi.label(lateral)
+    sizes = np.bincount(parts.ravel())[1:]
+    left, right = np.argsort(sizes)[::-1][:2] + 1
+    assert sizes[right - 1] > 0.5 * sizes[left - 1]
+    sides = [np.sign(x_mm[np.argwhere(parts == k)[:, 0]]) for k in (left, right)]
+    assert {float(np.median(s)) for s in sides} == {-1.0, 1.0}
+    assert all(np.all(s == s[0]) for s in sides)  # each one on its own side of the midline
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_fully_grown_ventricles_stay_two_across_the_midline_wall(seed):
+    # Growing the ventricles by 4 mm into white matter joined them over and behind the septum (one
+    # connected ventricle in every fully atrophied case); the midline wall stops that.
+    atlas = load_atlas()
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    rng = sample_rng(seed)
+    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    apply_atrophy(anat, 1.0, rng)
+    parts, _ = ndi.label(anat.labels == atlas.id("csf_lateral_ventricle"))
+    sizes = np.sort(np.bincount(parts.ravel())[1:])[::-1]
+    assert sizes[1] > 0.5 * sizes[0]
+    assert (anat.labels[np.abs(anat.atlas_x) < 1.0] == atlas.id("septum_pellucidum")).sum() > 500
+
+
 def test_nearest_atlas_gather_matches_grid_sample_nearest_on_a_rotated_grid():
     import torch
     import torch.nn.functional as F

@@ -45,6 +45,10 @@ SULCAL_PV_SIGMA_MM = 0.4
 # closing that finds those sheets bridges gaps up to about twice its radius (mm).
 BRIDGE_MIN_GROWTH_MM = 1.5
 BRIDGE_CLOSING_MM = 1.5
+# Half-width (mm) of the midline wall the ventricles never grow into: the septum pellucidum in front, the
+# corpus callosum above, the fornix and splenium behind. Without it the two lateral ventricles of an old
+# case met over and behind the septum (one connected ventricle in every fully atrophied case).
+MIDLINE_WALL_MM = 1.5
 # Where the ventricles' surface distance is interpolated (nearest-voxel signed distance, mm): from inside
 # the wall out to beyond the largest ventricle growth of apply_atrophy (4 * 1.2 mm).
 VENT_SURFACE_BAND_MM = (-2.5, 6.5)
@@ -213,6 +217,7 @@ class WarpedAnatomy:
     d_vent : float32 (X, Y, Z) signed distance (mm) to the ventricles, negative inside
     d_csf : float32 (X, Y, Z) distance (mm) from sulcal CSF / outside of the brain
     atlas_y : float32 (X, Y, Z) atlas (MNI) anterior-posterior coordinate shown at each voxel (mm)
+    atlas_x : float32 (X, Y, Z) atlas (MNI) left-right coordinate shown at each voxel (mm; 0 = midline)
     csf_frac : float32 (X, Y, Z) sulcal CSF partial-volume fraction in [0, 1] (trilinear)
     d_skin : float32 (X, Y, Z) depth (mm, atlas) below the head's surface
     gm_share : float32 (X, Y, Z) grey-matter share near the cortex/white-matter boundary (trilinear)
@@ -224,6 +229,7 @@ class WarpedAnatomy:
     d_vent: np.ndarray
     d_csf: np.ndarray
     atlas_y: np.ndarray
+    atlas_x: np.ndarray
     csf_frac: np.ndarray
     d_skin: np.ndarray
     gm_share: np.ndarray
@@ -269,11 +275,13 @@ def warp_atlas(
     far = ~near_wall
     vent_surface[far] = _surface_distance(fields[0][far])
     atlas_y = (full[1] + 1.0) * (n_atlas[1] - 1) / 2.0 * atlas.affine[1, 1] + atlas.affine[1, 3]
+    atlas_x = (full[2] + 1.0) * (n_atlas[0] - 1) / 2.0 * atlas.affine[0, 0] + atlas.affine[0, 3]
     return WarpedAnatomy(
         labels=labels,
         d_vent=fields[0],
         d_csf=fields[1],
         atlas_y=atlas_y.astype(np.float32),
+        atlas_x=atlas_x.astype(np.float32),
         csf_frac=csf_frac,
         d_skin=fields[2],
         gm_share=gm_share,
@@ -321,7 +329,8 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     """Enlarge ventricles and sulci, reshape the cortical ribbon, in place; ``atrophy`` in [0, 1].
 
     * Ventricles grow by up to ~4 mm (``4 * atrophy ** 1.5``: mostly in 'old' samples) into the
-      surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow).
+      surrounding white matter and caudate (not the thalamus, which keeps the third ventricle narrow,
+      nor the midline wall between the two lateral ventricles, MIDLINE_WALL_MM).
     * Cortex within ``CORTEX_THINNING_MM * atrophy`` mm of the outer CSF, that depth varied by fine
       noise (an irregular pial surface), becomes CSF (wider sulci, thinner ribbon); the sulcal CSF fraction
       follows as a partial volume.
@@ -335,12 +344,13 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     thin_c = float(atrophy * CORTEX_THINNING_MM * rng.uniform(0.8, 1.2))
     lateral = atlas.id("csf_lateral_ventricle")
     sulcal = atlas.id("csf_sulcal_extracerebral")
+    off_midline = np.abs(anat.atlas_x) >= MIDLINE_WALL_MM
     around_vent = np.isin(
         anat.labels, atlas.ids(WM_CLASSES + ("gm_deep_striatum", "choroid_plexus"))
-    )
+    ) & off_midline
     anat.labels[around_vent & (anat.d_vent < grow_v)] = lateral
     if grow_v >= BRIDGE_MIN_GROWTH_MM:
-        _absorb_ventricle_remnants(anat.labels, spacing_mm)
+        _absorb_ventricle_remnants(anat.labels, spacing_mm, off_midline)
     anat.d_vent -= grow_v
     anat.vent_surface -= grow_v
     shape = anat.labels.shape
@@ -358,13 +368,14 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c}
 
 
-def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float) -> None:
+def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float, off_midline: np.ndarray) -> None:
     """Turn thin tissue left between grown ventricle parts into ventricle, in place.
 
     Growing the ventricles into white matter but not into the thalamus leaves thin thalamus and fornix
     sheets standing inside the enlarged ventricle: a grey line within a dark rim that real old brains
     never show. A closing of the ventricles (~1.5 mm) finds such sheets; the septum pellucidum, a real
-    membrane between the lateral ventricles, is kept.
+    membrane between the lateral ventricles, is kept, and so is all of the midline wall (``off_midline``
+    False there).
     """
     atlas = load_atlas()
     ventricle = labels == atlas.id("csf_lateral_ventricle")
@@ -375,6 +386,7 @@ def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float) -> None:
     sub = labels[box]
     closed = ndi.binary_closing(ventricle[box], structure=ndi.generate_binary_structure(3, 1), iterations=steps)
     absorbable = np.isin(sub, atlas.ids(WM_CLASSES + ("gm_deep_thalamus", "gm_deep_striatum", "choroid_plexus")))
+    absorbable &= off_midline[box]
     sub[closed & absorbable] = atlas.id("csf_lateral_ventricle")
 
 
