@@ -41,8 +41,9 @@ def register(subparsers) -> None:
     add_run_options(parser, "override a config key (value in TOML syntax); repeatable")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",
-                        help="fit the training steps into this many minutes on this machine: the pace of the "
-                        "first steps sets optim.steps (never above the config's), and the schedule follows")
+                        help="fit the training loop into this many minutes on this machine: the pace, measured "
+                        "over steps 6-25 and again every 100 steps, sets optim.steps (never above the config's), "
+                        "and the schedule follows")
     parser.set_defaults(func=run)
 
 

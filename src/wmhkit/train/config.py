@@ -72,8 +72,8 @@ DEFAULTS: dict[str, dict] = {
         "checkpoint_every": 250,
         "validate_every": 250,
         "flip_tta": False,
-        # Minutes the steps may take (0: no limit): measured over the first steps, optim.steps is cut to
-        # what fits, so the schedule still ends at its last step. Synthesis and evaluations come on top.
+        # Minutes the training loop (steps, loading, checkpoints, evaluations) may take, 0: no limit.
+        # wmhkit.train.budget sets optim.steps from the measured pace, so the schedule ends at the last step.
         "time_budget_minutes": 0,
     },
 }
