@@ -161,15 +161,25 @@ def texture_stats(flair: np.ndarray, brainmask: np.ndarray, spacing) -> tuple[fl
             float(edge_p90), float(edge_p99))
 
 
+def flairs_with_brains(data_root: Path, research_3d: bool = False):
+    """(name, FLAIR, affine, brain mask) of each unlabeled open_ms scan, or with ``research_3d`` of the one
+    research 3D FLAIR of ``unlabeled/``; the brain from wmhkit's extractor (these scans have skulls)."""
+    if research_3d:
+        paths = [("flair_3d_1mm", data_root / "unlabeled" / "flair_3d_1mm.nii.gz")]
+    else:
+        paths = [(case.case_id, case.flair) for case in datasets.open_ms_unlabeled(data_root / "open_ms")]
+    for name, path in paths:
+        img = nib.load(path)
+        flair = img.get_fdata(dtype=np.float32)
+        yield name, flair, img.affine, brain.extract_brain(flair, img.affine).mask > 0
+
+
 def real_stats(data_root: Path) -> list[dict]:
     rows = []
-    for case in datasets.open_ms_unlabeled(data_root / "open_ms"):
-        img = nib.load(case.flair)
-        flair = img.get_fdata(dtype=np.float32)
-        mask = brain.extract_brain(flair, img.affine).mask > 0
-        stats = stats_of(flair, mask, img.affine)
+    for name, flair, affine, mask in flairs_with_brains(data_root):
+        stats = stats_of(flair, mask, affine)
         if stats:
-            rows.append({"case": case.case_id, **stats})
+            rows.append({"case": name, **stats})
     return rows
 
 
@@ -196,11 +206,12 @@ def depth_profile(flair: np.ndarray, brainmask: np.ndarray, spacing, within: str
 
 def real_3d_stats(data_root: Path) -> list[dict]:
     """The one research 3D FLAIR (skull on, 1 mm) of ``unlabeled/``, with wmhkit's brain extractor."""
-    img = nib.load(data_root / "unlabeled" / "flair_3d_1mm.nii.gz")
-    flair = img.get_fdata(dtype=np.float32)
-    mask = brain.extract_brain(flair, img.affine).mask > 0
-    stats = stats_of(flair, mask, img.affine)
-    return [{"case": "flair_3d_1mm", **stats}] if stats else []
+    rows = []
+    for name, flair, affine, mask in flairs_with_brains(data_root, research_3d=True):
+        stats = stats_of(flair, mask, affine)
+        if stats:
+            rows.append({"case": name, **stats})
+    return rows
 
 
 def real_stripped_stats(data_root: Path) -> list[dict]:

@@ -37,7 +37,9 @@ from scipy import ndimage as ndi
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from compare_flair_intensities import flairs_with_brains  # noqa: E402
 from wmhkit import datasets, synth  # noqa: E402
 
 VENTRICLE_BELOW = 0.45
@@ -174,18 +176,11 @@ def real_profiles(data_root: Path, measure=profile) -> list[tuple[str, np.ndarra
     return rows
 
 
-def clinical_profiles(data_root: Path, measure=profile, flairs=None) -> list[tuple[str, np.ndarray]]:
-    """The unlabeled open_ms scans, or the FLAIR files ``flairs`` (brain from wmhkit's extractor; their
-    lesions cannot be left out)."""
-    from wmhkit import brain
-
-    if flairs is None:
-        flairs = [(case.case_id, case.flair) for case in datasets.open_ms_unlabeled(data_root / "open_ms")]
+def clinical_profiles(data_root: Path, measure=profile, research_3d: bool = False) -> list[tuple[str, np.ndarray]]:
+    """The unlabeled open_ms scans, or the research 3D FLAIR (brain from wmhkit's extractor; their lesions
+    cannot be left out)."""
     rows = []
-    for name, path in flairs:
-        img = nib.load(path)
-        flair, affine = img.get_fdata(dtype=np.float32), img.affine
-        mask = brain.extract_brain(flair, affine).mask > 0
+    for name, flair, affine, mask in flairs_with_brains(data_root, research_3d):
         if measure is septum_rows:
             (flair, _), (mask, affine) = _canonical(flair, affine), _canonical(mask.astype(np.uint8), affine)
         p = measure(flair, mask > 0, None, voxel_sizes(affine))
@@ -235,8 +230,7 @@ def main() -> int:
         print("Axial rows across the lateral ventricles: share fused, septum gap, its peak FLAIR / brain median")
         print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, septum_rows), header)
         if args.clinical:
-            print_rows("real 3D (unlabeled, native 1 mm)", clinical_profiles(
-                args.data, septum_rows, [("flair_3d_1mm", args.data / "unlabeled" / "flair_3d_1mm.nii.gz")]), header)
+            print_rows("real 3D (unlabeled, native 1 mm)", clinical_profiles(args.data, septum_rows, True), header)
             print_rows("real clinical (open_ms unlabeled, native grid)", clinical_profiles(args.data, septum_rows), header)
         print_rows(f"synthetic ({args.profile}, seed {args.seed})",
                    synthetic_profiles(args.n_synth, args.seed, args.profile, septum_rows), header)
