@@ -349,16 +349,22 @@ def test_flair_cortex_is_a_bright_ribbon_and_the_head_outside_the_brain_is_dark(
     assert np.mean(outside_ratio) <= 0.45
 
 
+def fully_atrophied_middle(seed: int):
+    """The warped anatomy of a 1 mm grid over the brain's middle, at full atrophy (ventricles grown 4 mm)."""
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    rng = sample_rng(seed)
+    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    apply_atrophy(anat, 1.0, rng)
+    return anat
+
+
 def test_grown_ventricles_leave_no_thalamus_sheets_inside():
     # Ventricles grow into white matter, not into the thalamus; without absorbing what is left between
     # the grown parts, 3.8-4.5 % of the ventricle volume had thalamus within 2 mm on both sides (a grey
     # line inside a dark rim on old cases); with it 1.0-1.3 %.
     atlas = load_atlas()
-    grid = np.diag([1.0, 1.0, 1.0, 1.0])
-    grid[:3, 3] = [-48.0, -56.0, -30.0]
-    rng = sample_rng(5)
-    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
-    apply_atrophy(anat, 1.0, rng)
+    anat = fully_atrophied_middle(5)
     ventricle = anat.labels == atlas.id("csf_lateral_ventricle")
     between = np.zeros_like(ventricle)
     for axis in range(3):
@@ -392,11 +398,7 @@ def test_fully_grown_ventricles_stay_two_across_the_midline_wall(seed):
     # Growing the ventricles by 4 mm into white matter joined them over and behind the septum (one
     # connected ventricle in every fully atrophied case); the midline wall stops that.
     atlas = load_atlas()
-    grid = np.diag([1.0, 1.0, 1.0, 1.0])
-    grid[:3, 3] = [-48.0, -56.0, -30.0]
-    rng = sample_rng(seed)
-    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
-    apply_atrophy(anat, 1.0, rng)
+    anat = fully_atrophied_middle(seed)
     parts, _ = ndi.label(anat.labels == atlas.id("csf_lateral_ventricle"))
     sizes = np.sort(np.bincount(parts.ravel())[1:])[::-1]
     assert sizes[1] > 0.5 * sizes[0]

@@ -49,6 +49,11 @@ BRIDGE_CLOSING_MM = 1.5
 # corpus callosum above, the fornix and splenium behind. Without it the two lateral ventricles of an old
 # case met over and behind the septum (one connected ventricle in every fully atrophied case).
 MIDLINE_WALL_MM = 1.5
+
+
+def off_midline(anat: "WarpedAnatomy") -> np.ndarray:
+    """(X, Y, Z) bool: voxels outside the midline wall (MIDLINE_WALL_MM), where ventricles may grow."""
+    return np.abs(anat.atlas_x) >= MIDLINE_WALL_MM
 # Where the ventricles' surface distance is interpolated (nearest-voxel signed distance, mm): from inside
 # the wall out to beyond the largest ventricle growth of apply_atrophy (4 * 1.2 mm).
 VENT_SURFACE_BAND_MM = (-2.5, 6.5)
@@ -344,13 +349,13 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     thin_c = float(atrophy * CORTEX_THINNING_MM * rng.uniform(0.8, 1.2))
     lateral = atlas.id("csf_lateral_ventricle")
     sulcal = atlas.id("csf_sulcal_extracerebral")
-    off_midline = np.abs(anat.atlas_x) >= MIDLINE_WALL_MM
+    growable = off_midline(anat)
     around_vent = np.isin(
         anat.labels, atlas.ids(WM_CLASSES + ("gm_deep_striatum", "choroid_plexus"))
-    ) & off_midline
+    ) & growable
     anat.labels[around_vent & (anat.d_vent < grow_v)] = lateral
     if grow_v >= BRIDGE_MIN_GROWTH_MM:
-        _absorb_ventricle_remnants(anat.labels, spacing_mm, off_midline)
+        _absorb_ventricle_remnants(anat.labels, spacing_mm, growable)
     anat.d_vent -= grow_v
     anat.vent_surface -= grow_v
     shape = anat.labels.shape
@@ -368,13 +373,13 @@ def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator,
     return {"ventricle_growth_mm": grow_v, "cortex_thinning_mm": thin_c}
 
 
-def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float, off_midline: np.ndarray) -> None:
+def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float, growable: np.ndarray) -> None:
     """Turn thin tissue left between grown ventricle parts into ventricle, in place.
 
     Growing the ventricles into white matter but not into the thalamus leaves thin thalamus and fornix
     sheets standing inside the enlarged ventricle: a grey line within a dark rim that real old brains
     never show. A closing of the ventricles (~1.5 mm) finds such sheets; the septum pellucidum, a real
-    membrane between the lateral ventricles, is kept, and so is all of the midline wall (``off_midline``
+    membrane between the lateral ventricles, is kept, and so is all of the midline wall (``growable``
     False there).
     """
     atlas = load_atlas()
@@ -386,7 +391,7 @@ def _absorb_ventricle_remnants(labels: np.ndarray, spacing_mm: float, off_midlin
     sub = labels[box]
     closed = ndi.binary_closing(ventricle[box], structure=ndi.generate_binary_structure(3, 1), iterations=steps)
     absorbable = np.isin(sub, atlas.ids(WM_CLASSES + ("gm_deep_thalamus", "gm_deep_striatum", "choroid_plexus")))
-    absorbable &= off_midline[box]
+    absorbable &= growable[box]
     sub[closed & absorbable] = atlas.id("csf_lateral_ventricle")
 
 

@@ -13,11 +13,11 @@ import numpy as np
 from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.anatomy import (
     CORTEX_CLASSES,
-    MIDLINE_WALL_MM,
     VENTRICLE_CLASSES,
     WM_CLASSES,
     WarpedAnatomy,
     load_atlas,
+    off_midline,
 )
 from wmhkit.synth.fields import gaussian_blur, smooth_noise, smooth_noise_at, white_noise
 
@@ -309,14 +309,14 @@ def _ventricle_partial_volume(anat: WarpedAnatomy, spacing_mm: float) -> tuple[n
     white matter and striatum they grow into), their CSF share (from the signed distance of the voxel's
     centre to the surface, over one voxel) and which are ventricle-labelled. The thalamus, septum and
     choroid plexus keep their hard edges (the ventricles do not grow into them), and so does the midline
-    wall (MIDLINE_WALL_MM)."""
+    wall (anatomy.off_midline)."""
     atlas = load_atlas()
     share = np.clip(0.5 - anat.vent_surface.reshape(-1) / np.float32(spacing_mm), 0.0, 1.0)
     idx = np.flatnonzero((share > 0.0) & (share < 1.0))
     labels = anat.labels.reshape(-1)[idx]
     is_vent = np.isin(labels, atlas.ids(VENTRICLE_CLASSES))
     grown_into = np.isin(labels, atlas.ids(WM_CLASSES + ("gm_deep_striatum",)))
-    grown_into &= np.abs(anat.atlas_x.reshape(-1)[idx]) >= MIDLINE_WALL_MM
+    grown_into &= off_midline(anat).reshape(-1)[idx]
     keep = is_vent | grown_into
     return idx[keep], share[idx[keep]], is_vent[keep]
 

@@ -58,7 +58,8 @@ class StepBudget:
             self.window[2] += seconds
 
     def after_step(self, step: int) -> bool:
-        """Call after each step (``step`` = steps done); True when ``optim['steps']`` was (re)decided."""
+        """Call after each step (``step`` = steps done); True when ``optim['steps']`` was decided for the
+        first time or changed."""
         self.call_steps += 1
         if self.call_steps == PACE_STEPS[0]:
             self.window = [step, self.clock(), 0.0]
@@ -70,8 +71,9 @@ class StepBudget:
         now = self.clock()
         pace = (now - start_time - evaluation_s) / max(1, step - start_step)
         self.window = [step, now, 0.0]
+        before = self.optim["steps"]
         self._fit(step, pace)
-        return True
+        return self.record["refits"] == 1 or self.optim["steps"] != before
 
     def _fit(self, step: int, pace: float) -> None:
         configured = self.record["configured_steps"]

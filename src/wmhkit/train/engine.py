@@ -441,11 +441,9 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         if budget is not None and budget.after_step(step):
             last = optim["steps"] if stop_at is None else min(stop_at, optim["steps"])
             bar.total = optim["steps"]
-            decided = budget.state()
-            if decided["refits"] == 1 or decided["steps"] != description["time_budget"]["steps"]:
-                bar.write(f"time budget {decided['minutes']:g} min: {decided['seconds_per_step']:.2f} s a step, "
-                          f"{decided['steps']} of {decided['configured_steps']} steps")
-            description["time_budget"] = decided
+            description["time_budget"] = decided = budget.state()
+            bar.write(f"time budget {decided['minutes']:g} min: {decided['seconds_per_step']:.2f} s a step, "
+                      f"{decided['steps']} of {decided['configured_steps']} steps")
             if runtime.main:
                 (out / "config.json").write_text(json.dumps(config, indent=2))
         boundary = step == last
@@ -464,7 +462,7 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
                 export_model(out / "best.pt", model, config, {"step": step, "scores": scores, "data": description})
             bar.write(f"step {step}: " + _score_text(scores))
         if runtime.main and (step % run["checkpoint_every"] == 0 or boundary):
-            if budget is not None and description["time_budget"] is not None:
+            if budget is not None and budget.record["refits"]:
                 description["time_budget"] = budget.state()
             _save_state(last_path, model, optimizer, step, best, config, description)
         runtime.barrier()
