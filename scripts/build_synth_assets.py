@@ -245,6 +245,11 @@ def fill_skull_gaps(labels, closing_mm: int = 4):
 # not the sinuses or air cells, which are dark).
 DIPLOE_DEPTH_MM = 1.9
 DIPLOE_NEAR_BRAIN_MM = 12.0
+# The inner table is kept at least this thick (mm from the intracranial space). At 1.9 mm, as the outer
+# table, the dark line between the diploe and the brain was 0.14-0.18 x the brain's median at its
+# darkest (scripts/scalp_rim_profile.py, "inner dark"), where real clinical FLAIRs reach 0.09: their
+# inner table and the CSF under it make a 2-4 mm black line.
+INNER_TABLE_MM = 2.9
 
 
 def carve_diploe(labels):
@@ -257,9 +262,12 @@ def carve_diploe(labels):
     skull = np.isin(labels, [ID["skull_bone"], ID["skull_marrow"]])
     brain = (labels > 0) & ~np.isin(labels, [ID[n] for n in (
         "skull_bone", "skull_marrow", "scalp_fat", "muscle_soft_tissue", "eye", "orbital_fat")])
-    diploe = (skull & (ndi.distance_transform_edt(skull) >= DIPLOE_DEPTH_MM)
-              & (ndi.distance_transform_edt(~brain) < DIPLOE_NEAR_BRAIN_MM) & (labels == ID["skull_bone"]))
+    d_brain = ndi.distance_transform_edt(~brain)
+    diploe = (skull & (ndi.distance_transform_edt(skull) >= DIPLOE_DEPTH_MM) & (d_brain >= INNER_TABLE_MM)
+              & (d_brain < DIPLOE_NEAR_BRAIN_MM) & (labels == ID["skull_bone"]))
     labels[diploe] = ID["skull_marrow"]
+    # Colin27's own marrow label lies on the bone's surface in places, some of it against the brain.
+    labels[skull & (d_brain < INNER_TABLE_MM) & (labels == ID["skull_marrow"])] = ID["skull_bone"]
     return int(diploe.sum())
 
 

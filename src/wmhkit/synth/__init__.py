@@ -285,6 +285,7 @@ def _describe(*, seed, index, geom: Geometry, skull, age, atrophy, severity, tar
             "ependymal_rim": round(contrast["ependymal_rim"], 3),
             "periventricular_gradient": round(contrast["pv_gradient"], 3),
             "vessels": contrast["vessels"],
+            "scalp_vessels": contrast["scalp_vessels"],
             "septum_flair_rel_wm": round(float(contrast["flair_mean"][atlas.id("septum_pellucidum")]), 3),
             "choroid_flair_rel_wm": round(float(contrast["flair_mean"][atlas.id("choroid_plexus")]), 3),
         },

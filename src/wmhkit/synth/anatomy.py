@@ -407,8 +407,9 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
 
     The Colin27 scalp is thick (muscle, fat and muscle again over 8-10 mm) and the same in every case;
     clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
-    layer outside the muscle/galea and the dark bone. So: the outer 2-6 mm of soft tissue becomes
-    background (+-30 % over ~20 mm), then the outermost 1-2.5 mm of what is left of it becomes fat
+    layer outside the muscle/galea and the dark bone. So: the outer 3-7 mm of soft tissue becomes
+    background (+-30 % over ~20 mm; at 2-6 mm the brain lay 14.75 mm below the head's outline, median
+    over rays, where the real clinical FLAIRs have 12.75: scripts/scalp_rim_profile.py), then the outermost 1-2.5 mm of what is left of it becomes fat
     (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Calibrated on
     the real clinical FLAIRs' median intensity at each depth below the head's surface
     (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm.
@@ -416,7 +417,7 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     leaves a staircase that the bright fat shows).
     """
     atlas = load_atlas()
-    thinning = float(rng.uniform(2.0, 6.0))
+    thinning = float(rng.uniform(3.0, 7.0))
     fat_mm = float(rng.uniform(1.0, 2.5))
     flat = anat.labels.reshape(-1)
     idx = np.flatnonzero((anat.d_skin.reshape(-1) < 1.4 * (thinning + fat_mm) + 1.0) & (flat > 0))

@@ -13,6 +13,7 @@ import numpy as np
 from wmhkit.preprocess import mask_bounding_box
 from wmhkit.synth.anatomy import (
     CORTEX_CLASSES,
+    SCALP_DEPTH_MM,
     VENTRICLE_CLASSES,
     WM_CLASSES,
     WarpedAnatomy,
@@ -71,14 +72,26 @@ CLASS_RANGES = {
     # the scalp, 5-13 mm deep, they stay at ~0.2 x (bone with marrow and CSF in thick slices), not black.
     # Fat and muscle were 0.55-1.0 and 0.15-0.4 until the receive-coil profile (COIL_GAIN) brightened
     # the scalp with the cortex: the head's 90th percentile rose to 0.80 x the brain (real 0.65).
-    "skull_bone": ("bone", (0.05, 0.2), (0.02, 0.15)),
+    # Bone and dura were 0.05-0.2 and 0.15-0.5: the line between the diploe and the brain, black on the
+    # real clinical FLAIRs (0.09 x the brain's median at its darkest, scripts/scalp_rim_profile.py), was
+    # 0.21 (0.12 now, with the atlas's whole inner table).
+    "skull_bone": ("bone", (0.03, 0.12), (0.02, 0.15)),
     "skull_marrow": ("marrow", (0.15, 0.45), (0.8, 1.5)),
     "scalp_fat": ("fat", (0.5, 0.9), (1.2, 1.9)),
     "muscle_soft_tissue": ("muscle", (0.06, 0.22), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.4), (0.05, 0.3)),
     "orbital_fat": ("fat", (0.55, 1.1), (1.1, 1.8)),
-    "dura_meninges": ("dura", (0.15, 0.5), (0.2, 0.7)),
+    "dura_meninges": ("dura", (0.05, 0.25), (0.2, 0.7)),
 }
+
+# Scalp vessels (render): real clinical FLAIRs show small bright dots in the scalp around the head, on
+# an axial slice through the ventricles 2-64 of them (median 8; scripts/scalp_rim_profile.py, "dots"),
+# every scan some; without vessels the synthetic heads had none.
+SCALP_VESSEL_SHARE = 0.85
+SCALP_VESSELS = (10, 60)
+SCALP_VESSEL_FLAIR = (1.6, 2.6)
+# Where the vessels start: this range of the brain's height, from its bottom.
+SCALP_VESSEL_HEIGHTS = (0.35, 0.8)
 
 # The real clinical 2D FLAIRs show the cortex as a brighter band over the white matter than the 3D and
 # MNI-processed ones (scripts/compare_flair_intensities.py, "cortex over white matter"): their FLAIR
@@ -158,6 +171,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str 
     out["coil_gain"] = [float(g) for g in rng.uniform(*COIL_GAIN[profile], 2)]  # FLAIR, T1
     out["flow_artefact"] = float(rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0)
     out["vessels"] = int(rng.integers(5, 40) if rng.random() < 0.5 else 0)
+    out["scalp_vessels"] = int(rng.integers(*SCALP_VESSELS) if rng.random() < SCALP_VESSEL_SHARE else 0)
     return out
 
 
@@ -188,6 +202,7 @@ def render(
     les_idx = np.flatnonzero(lesion_frac)
     les_frac = lesion_frac.ravel()[les_idx]
     vessels = _vessel_mask(rng, labels, contrast["vessels"])
+    scalp_vessels = _scalp_vessel_mask(rng, anat, contrast.get("scalp_vessels", 0))
     het_idx = les_idx if vessels is None else np.union1d(les_idx, vessels)
     het_at = smooth_noise_at(rng, shape, 2.0 / spacing_mm, het_idx)
     # One tissue texture for both modalities (it is the same anatomy), separate bias fields.
@@ -259,6 +274,9 @@ def render(
             share = rng.uniform(0.3, 0.7)
             vessel = level * (1.0 + 0.05 * het_at[np.searchsorted(het_idx, vessels)])
             flat[vessels] += share * (vessel - flat[vessels])
+        if modality == "flair" and scalp_vessels is not None:
+            # Scalp vessels: small bright dots in the fat on real clinical FLAIRs (slow flow).
+            flat[scalp_vessels] += rng.uniform(0.7, 1.0) * (rng.uniform(*SCALP_VESSEL_FLAIR) - flat[scalp_vessels])
         if les_idx.size:
             h = het_at[np.searchsorted(het_idx, les_idx)]
             if modality == "flair":
@@ -331,6 +349,72 @@ def _cortex_wm_partial_volume(anat: WarpedAnatomy) -> tuple[np.ndarray, np.ndarr
     keep = np.isin(labels, atlas.ids(CORTEX_CLASSES + WM_CLASSES))
     idx, labels = idx[keep], labels[keep]
     return idx, np.clip(share[idx], 0.0, 1.0), np.isin(labels, atlas.ids(CORTEX_CLASSES))
+
+
+def _scalp_vessel_mask(rng: np.random.Generator, anat: WarpedAnatomy, count: int) -> np.ndarray | None:
+    """Flat indices of ``count`` thin tubes (1-2 voxels) in the scalp's soft tissue and fat, or None.
+
+    The scalp's arteries and veins (superficial temporal, occipital, frontal branches) run up the head
+    in the subcutaneous layer, so each tube climbs (or descends) one axial slice of the working grid at
+    a time, wandering in-plane, and an axial slice cuts it as a dot.
+    """
+    if count == 0:
+        return None
+    atlas = load_atlas()
+    labels = anat.labels
+    allowed = np.isin(labels, atlas.ids(("scalp_fat", "muscle_soft_tissue"))) & (anat.d_skin < SCALP_DEPTH_MM)
+    # They start on the sides of the vault, not in the face and neck, which hold most of the soft
+    # tissue, nor at the vertex, where the layer turns flat and a climbing tube would leave it at once.
+    brain_z = np.flatnonzero(np.isin(labels, atlas.brain_ids()).any(axis=(0, 1)))
+    if brain_z.size == 0:
+        return None
+    vault = np.zeros(labels.shape[2], bool)
+    lo, hi = (int(brain_z[0] + share * (brain_z[-1] - brain_z[0])) for share in SCALP_VESSEL_HEIGHTS)
+    vault[lo:hi] = True
+    start = np.flatnonzero(allowed & vault)
+    if start.size == 0:
+        return None
+    return _climbing_tubes(rng, allowed, start[rng.integers(start.size, size=count)])
+
+
+def _climbing_tubes(rng: np.random.Generator, allowed: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Flat indices of tubes that climb or descend through ``allowed`` (bool (X, Y, Z)) from the flat
+    indices ``starts``, one z slice a step, 20-80 steps each, half of them two voxels wide."""
+    count = starts.size
+    shape = np.array(allowed.shape)
+    x, y, z = np.unravel_index(starts, allowed.shape)
+    step = np.where(rng.random(count) < 0.5, 1, -1)
+    thick = rng.random(count) < 0.5
+    length = rng.integers(20, 80, size=count)
+    drift = 0.5 * rng.standard_normal((count, 2))
+    offsets = np.stack(np.meshgrid(np.arange(-3, 4), np.arange(-3, 4), indexing="ij"), -1).reshape(1, -1, 2)
+    mask = np.zeros(allowed.shape, bool)
+    alive = np.ones(count, bool)
+    for t in range(int(length.max())):
+        mask[x[alive], y[alive], z[alive]] = True
+        mask[np.minimum(x + 1, shape[0] - 1)[alive & thick], y[alive & thick], z[alive & thick]] = True
+        # One slice up (or down), to the allowed voxel nearest the drifting course: a tube follows the
+        # layer however it curves, and ends where the layer does.
+        z = z + step
+        alive &= (t + 1 < length) & (z >= 0) & (z < shape[2])
+        if not alive.any():
+            break
+        drift = 0.8 * drift + 0.3 * rng.standard_normal((count, 2))
+        here = np.stack([x, y], -1)
+        near = here[:, None, :] + offsets
+        ok = (near >= 0).all(-1) & (near < shape[:2]).all(-1)
+        near = np.clip(near, 0, shape[:2] - 1)
+        ok &= allowed[near[..., 0], near[..., 1], np.clip(z, 0, shape[2] - 1)[:, None]]
+        alive &= ok.any(1)
+        miss = np.where(ok, ((near - (here + drift)[:, None, :]) ** 2).sum(-1), np.inf)
+        pick = near[np.arange(count), np.argmin(miss, axis=1)]
+        # A step of 2-3 voxels in-plane (where the layer bends) is bridged within the new slice, so the
+        # tube stays connected.
+        for part in (1.0 / 3.0, 2.0 / 3.0):
+            mid = np.rint(here + part * (pick - here)).astype(int)
+            mask[mid[alive, 0], mid[alive, 1], z[alive]] = True
+        x, y = np.where(alive, pick[:, 0], x), np.where(alive, pick[:, 1], y)
+    return np.flatnonzero(mask & allowed)
 
 
 def _vessel_mask(rng: np.random.Generator, labels: np.ndarray, count: int) -> np.ndarray | None:

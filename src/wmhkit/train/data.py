@@ -38,9 +38,10 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # 10: white noise drawn by torch, same distribution; 11: the ventricles' walls in partial volume;
 # 12: half the age thinning of the cortex, a layered scalp with a marrow diploe, band-limited noise
 # scaled by voxel volume; 13: clinical 2D noise of the acquired voxel, >= 0.75 mm, on fine matrices;
-# 15: the septum closes the midline between the lateral ventricles, which no longer grow into it.
+# 15: the septum closes the midline between the lateral ventricles, which no longer grow into it;
+# 16: a whole inner table, darker bone and dura, a thinner scalp with bright vessels.
 # 14 was a periventricular lining, tried and reverted in session 18: its caches are not these.)
-CACHE_VERSION = 15
+CACHE_VERSION = 16
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
