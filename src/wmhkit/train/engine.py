@@ -30,6 +30,7 @@ import torch
 from torch import distributed as dist
 from tqdm import tqdm
 
+from wmhkit.infer import channels_last
 from wmhkit.io import save_torch
 from wmhkit.models import build_model, network_dims, rebuild_model
 from wmhkit.train.budget import StepBudget
@@ -373,8 +374,8 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         sources = {name: [on_isotropic_grid(c, spacing) for c in cases] for name, cases in sources.items()}
     channels = next(iter(sources.values()))[0].channels.shape[0]
     model = make_model(config, channels).to(runtime.device)
-    if dims == 2 and runtime.device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+    if runtime.device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
     optimizer = make_optimizer(model, optim)
     step, best = 0, -1.0
     init_note = None
@@ -417,8 +418,8 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         start = time.perf_counter()
         images = batch["image"].to(runtime.device)
         labels = batch["label"].to(runtime.device)
-        if dims == 2 and runtime.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
+        if runtime.device.type == "cpu":
+            images = channels_last(images)
         lr = learning_rate(step, optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
