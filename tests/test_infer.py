@@ -253,3 +253,20 @@ def test_channels_last_picks_the_layout_by_rank_and_keeps_values():
     assert channels_last(volumes).is_contiguous(memory_format=torch.channels_last_3d)
     assert torch.equal(channels_last(volumes), volumes) and torch.equal(channels_last(slices), slices)
     assert channels_last(other) is other
+
+
+def test_bf16_counts_as_native_only_with_the_cpu_instructions(tmp_path, monkeypatch):
+    # oneDNN reports bf16 support on every AVX-512 CPU, where it is emulated and slower than float32.
+    import wmhkit.infer
+    from wmhkit.infer import cpu_has_bf16_instructions, native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n")
+    assert not cpu_has_bf16_instructions(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_bf16_instructions(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert cpu_has_bf16_instructions(info)
+    assert not cpu_has_bf16_instructions(tmp_path / "missing")
+    monkeypatch.setattr(wmhkit.infer, "cpu_has_bf16_instructions", lambda: False)
+    assert not native_bf16("cpu")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -235,7 +236,7 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 natively (CPU: AVX-512 BF16 or AMX; CUDA: compute >= 8.0).
 
     Elsewhere bf16 autocast is emulated and slower than float32 (a training step 7 s against 0.74 s on
-    a 2-core AVX2 CPU).
+    a 2-core AVX2 CPU; a 3D U-Net step 8.0 s against 4.75 s on an AVX-512 CPU without BF16).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -243,9 +244,27 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     if device.type != "cpu":
         return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
+    # oneDNN also says yes on any AVX-512 CPU, where it converts to float32 and back in software.
+    return cpu_has_bf16_instructions()
+
+
+def cpu_has_bf16_instructions(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU flags in ``cpuinfo`` (Linux) name bf16 arithmetic: ``avx512_bf16`` or ``amx_bf16``.
+
+    False where the file cannot be read (other systems): float32 is the safe choice there.
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[-1].split()))
+    return False
 
 
 def channels_last(tensor: torch.Tensor) -> torch.Tensor:
