@@ -268,12 +268,17 @@ def test_clinical_2d_draws_a_brighter_flair_cortex_and_nothing_else_changes():
         assert clinical["lesion_flair_contrast"] == plain["lesion_flair_contrast"]
 
 
+def warped_head(rng):
+    """A warped atlas head on a 1 mm grid that holds the whole scalp (200 x 250 x 150 mm)."""
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-100.0, -125.0, -60.0]
+    return warp_atlas(rng, grid, (200, 250, 150), random_spatial_params(rng))
+
+
 def test_scalp_thinning_only_removes_outer_soft_tissue():
     atlas = load_atlas()
     rng = sample_rng(5)
-    grid = np.diag([1.0, 1.0, 1.0, 1.0])
-    grid[:3, 3] = [-100.0, -125.0, -60.0]
-    anat = warp_atlas(rng, grid, (200, 250, 150), random_spatial_params(rng))
+    anat = warped_head(rng)
     before = anat.labels.copy()
     amounts = add_scalp_fat(anat, rng)
     changed = before != anat.labels
@@ -319,9 +324,7 @@ def test_the_skull_vault_holds_a_marrow_diploe_between_its_tables():
 def test_scalp_vessels_are_bright_tubes_in_the_scalp_over_the_vault():
     atlas = load_atlas()
     rng = sample_rng(9)
-    grid = np.diag([1.0, 1.0, 1.0, 1.0])
-    grid[:3, 3] = [-100.0, -125.0, -60.0]
-    anat = warp_atlas(rng, grid, (200, 250, 150), random_spatial_params(rng))
+    anat = warped_head(rng)
     add_scalp_fat(anat, rng)
     contrast = draw_contrast(rng, random_contrast=False)
     contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0)

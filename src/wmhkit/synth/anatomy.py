@@ -407,18 +407,20 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
 
     The Colin27 scalp is thick (muscle, fat and muscle again over 8-10 mm) and the same in every case;
     clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
-    layer outside the muscle/galea and the dark bone. So: the outer 3-7 mm of soft tissue becomes
-    background (+-30 % over ~20 mm; at 2-6 mm the brain lay 14.75 mm below the head's outline, median
-    over rays, where the real clinical FLAIRs have 12.75: scripts/scalp_rim_profile.py), then the outermost 1-2.5 mm of what is left of it becomes fat
-    (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Calibrated on
+    layer outside the muscle/galea and the dark bone. So: the outer 4-8 mm of soft tissue becomes
+    background (+-30 % over ~20 mm), then the outermost 2.5-4 mm of what is left of it becomes fat
+    (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Thinning 2-6 mm
+    put the brain 14.75 mm below the head's outline (median over rays; scripts/scalp_rim_profile.py),
+    3-7 mm 13.25, where the real clinical FLAIRs have 12.75; a 1-2.5 mm fat line left the bright band
+    of the median depth profile 1 mm narrower than the real one (0.5-3 mm against 0.5-4 mm). Calibrated on
     the real clinical FLAIRs' median intensity at each depth below the head's surface
     (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm.
     Depths come from the atlas's distance map (smooth surfaces, unlike peeling voxel layers, which
     leaves a staircase that the bright fat shows).
     """
     atlas = load_atlas()
-    thinning = float(rng.uniform(3.0, 7.0))
-    fat_mm = float(rng.uniform(1.0, 2.5))
+    thinning = float(rng.uniform(4.0, 8.0))
+    fat_mm = float(rng.uniform(2.5, 4.0))
     flat = anat.labels.reshape(-1)
     idx = np.flatnonzero((anat.d_skin.reshape(-1) < 1.4 * (thinning + fat_mm) + 1.0) & (flat > 0))
     depth = anat.d_skin.reshape(-1)[idx]
