@@ -77,9 +77,10 @@ CLASS_RANGES = {
     # 0.21 (0.12 now, with the atlas's whole inner table).
     "skull_bone": ("bone", (0.03, 0.12), (0.02, 0.15)),
     "skull_marrow": ("marrow", (0.15, 0.45), (0.8, 1.5)),
-    # Fat was 0.5-0.9 until the fat line widened to 2.5-4 mm (anatomy.add_scalp_fat): the band's peak
-    # then read 0.50 x the brain's median at 2 mm below the skin, the real clinical FLAIRs' 0.44.
-    "scalp_fat": ("fat", (0.45, 0.8), (1.2, 1.9)),
+    # Fat was 0.5-0.9 until the fat line widened to 2.5-4 mm (anatomy.add_scalp_fat): the median depth
+    # profile then read 0.50 x the brain's median 2 mm below the skin, the real clinical FLAIRs' 0.44;
+    # 0.45 at 0.4-0.7 (scripts/scalp_rim_profile.py's rays, median over rays and slices, seed 11).
+    "scalp_fat": ("fat", (0.4, 0.7), (1.2, 1.9)),
     "muscle_soft_tissue": ("muscle", (0.06, 0.22), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.4), (0.05, 0.3)),
     "orbital_fat": ("fat", (0.55, 1.1), (1.1, 1.8)),
