@@ -20,7 +20,8 @@ rays leave the head's centroid every degree; along each ray:
   layers run parallel to the brain's surface has a small IQR); *inner dark* = the darkest value in the
   INNER_DARK_MM above the brain depth (inner table, dura and CSF: a black line on real scans), and
   *diploe* = the brightest between the fat line's end and the inner dark (the marrow between the tables);
-* *dots*: small bright spots in the scalp (vessels; see scalp_dots), per slice.
+* *dots*: small bright spots in the scalp (vessels; see scalp_dots), per slice;
+* a second table: the depth profile itself at PROFILE_DEPTHS_MM, median over rays, slices and images.
 
 Real brain masks come from wmhkit's brain extractor; synthetic ones are the generator's own; synthetic
 cases with random contrasts are skipped.
@@ -56,6 +57,8 @@ DEPTHS = np.arange(0.0, 25.01, 0.5)
 FAT_WITHIN_MM = 4.0
 BRAIN_LEVEL = 0.7
 INNER_DARK_MM = 4.0
+# Depths (mm below the outline) printed in the depth-profile table.
+PROFILE_DEPTHS_MM = (1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 14, 15)
 DOT_LEVEL, DOT_CONTRAST, DOT_MAX_PX = 0.9, 1.3, 12
 # Measure -> column title.
 COLUMNS = {"dots": "dots", "rough": "rough", "solidity": "solidity", "texture": "ring texture",
@@ -63,8 +66,9 @@ COLUMNS = {"dots": "dots", "rough": "rough", "solidity": "solidity", "texture": 
            "brain_depth": "brain depth", "depth_iqr": "depth IQR", "diploe": "diploe", "inner_dark": "inner dark"}
 
 
-def slice_rim(image: np.ndarray, brain_median: float) -> dict | None:
-    """Rim measures of one 1 mm axial slice (x, y), or None when the head is not found."""
+def head_rays(image: np.ndarray, brain_median: float):
+    """(head support, outline radius per ray (mm), profile (rays, DEPTHS) / brain median) of one 1 mm axial
+    slice, or None when the head is not found around its centroid."""
     support = head_support(image)
     labels, n = ndi.label(support)
     if n == 0:
@@ -78,11 +82,21 @@ def slice_rim(image: np.ndarray, brain_median: float) -> dict | None:
     if not inside[:, 0].all():
         return None
     radius = steps[inside.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1)]
-    kernel = np.ones(2 * SMOOTH_DEG + 1) / (2 * SMOOTH_DEG + 1)
-    smooth = np.convolve(np.concatenate([radius[-SMOOTH_DEG:], radius, radius[:SMOOTH_DEG]]), kernel, "valid")
     depth_r = radius[:, None] - DEPTHS[None, :]
     profile = ndi.map_coordinates(image, [cx + np.cos(ANGLES)[:, None] * depth_r,
                                           cy + np.sin(ANGLES)[:, None] * depth_r], order=1) / brain_median
+    return support, radius, profile
+
+
+def slice_rim(image: np.ndarray, brain_median: float) -> dict | None:
+    """Rim measures of one 1 mm axial slice (x, y), or None when the head is not found; "profile" is
+    the median over rays of the depth profile."""
+    found = head_rays(image, brain_median)
+    if found is None:
+        return None
+    support, radius, profile = found
+    kernel = np.ones(2 * SMOOTH_DEG + 1) / (2 * SMOOTH_DEG + 1)
+    smooth = np.convolve(np.concatenate([radius[-SMOOTH_DEG:], radius, radius[:SMOOTH_DEG]]), kernel, "valid")
     fat = DEPTHS <= FAT_WITHIN_MM
     peak_at = np.argmax(profile[:, fat], axis=1)
     peak = profile[np.arange(len(ANGLES)), peak_at]
@@ -109,7 +123,8 @@ def slice_rim(image: np.ndarray, brain_median: float) -> dict | None:
             "texture": texture, "skin_edge": skin_edge, "brain_edge": brain_edge, "peak": float(np.median(peak)),
             "peak_cv": float(np.std(peak) / max(np.median(peak), 1e-6)), "brain_depth": float(np.median(edge)),
             "depth_iqr": float(np.subtract(*np.percentile(edge, [75, 25]))),
-            "inner_dark": float(np.median(inner)), "diploe": float(np.median(diploe))}
+            "inner_dark": float(np.median(inner)), "diploe": float(np.median(diploe)),
+            "profile": np.median(profile, axis=0)}
 
 
 def scalp_dots(image: np.ndarray, inside: np.ndarray, brain_median: float) -> int:
@@ -137,7 +152,7 @@ def rim_stats(flair: np.ndarray, brainmask: np.ndarray, affine: np.ndarray) -> d
             rows.append({**row, "dots": scalp_dots(image, inside, brain_median)})
     if not rows:
         return None
-    return {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
+    return {key: np.median([r[key] for r in rows], axis=0) for key in rows[0]}
 
 
 def line(name: str, rows: list[dict]) -> str:
@@ -176,6 +191,14 @@ def main() -> int:
     for name, rows in groups.items():
         if rows:
             print(line(name, rows))
+    print("\nDepth profile below the head's outline (FLAIR / the brain's median; median over rays, slices, images):")
+    shown = [k for k, depth in enumerate(DEPTHS) if depth in PROFILE_DEPTHS_MM]
+    print("| images | " + " | ".join(f"{DEPTHS[k]:g} mm" for k in shown) + " |")
+    print("|" + "---|" * (len(shown) + 1))
+    for name, rows in groups.items():
+        if rows:
+            median = np.median([r["profile"] for r in rows], axis=0)
+            print(f"| {name} ({len(rows)}) | " + " | ".join(f"{median[k]:.2f}" for k in shown) + " |")
     return 0
 
 

@@ -411,8 +411,9 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     background (+-30 % over ~20 mm), then the outermost 2.5-4 mm of what is left of it becomes fat
     (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Thinning 2-6 mm
     put the brain 14.75 mm below the head's outline (median over rays; scripts/scalp_rim_profile.py),
-    3-7 mm 13.25, where the real clinical FLAIRs have 12.75; a 1-2.5 mm fat line left the bright band
-    of the median depth profile 1 mm narrower than the real one (0.5-3 mm against 0.5-4 mm). Calibrated on
+    3-7 mm 13.25, where the real clinical FLAIRs have 12.75; with a 1-2.5 mm fat line the median depth
+    profile's bright band looked 1 mm narrower than the real one over all slab slices (docs/synth.md,
+    twenty-second session; the script's own slice rule shows less of a gap). Calibrated on
     the real clinical FLAIRs' median intensity at each depth below the head's surface
     (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm.
     Depths come from the atlas's distance map (smooth surfaces, unlike peeling voxel layers, which

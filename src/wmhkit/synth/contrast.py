@@ -77,9 +77,10 @@ CLASS_RANGES = {
     # 0.21 (0.12 now, with the atlas's whole inner table).
     "skull_bone": ("bone", (0.03, 0.12), (0.02, 0.15)),
     "skull_marrow": ("marrow", (0.15, 0.45), (0.8, 1.5)),
-    # Fat was 0.5-0.9 until the fat line widened to 2.5-4 mm (anatomy.add_scalp_fat): the median depth
-    # profile then read 0.50 x the brain's median 2 mm below the skin, the real clinical FLAIRs' 0.44;
-    # 0.45 at 0.4-0.7 (scripts/scalp_rim_profile.py's rays, median over rays and slices, seed 11).
+    # Fat was 0.5-0.9 until the fat line widened to 2.5-4 mm (anatomy.add_scalp_fat): 2 mm below the
+    # skin the median depth profile (scripts/scalp_rim_profile.py, seed 11) then read 0.50 x the brain's
+    # median over all slab slices, the real clinical FLAIRs' 0.44; at 0.4-0.7 it reads 0.45 (0.46 on
+    # the script's slices, real 0.41).
     "scalp_fat": ("fat", (0.4, 0.7), (1.2, 1.9)),
     "muscle_soft_tissue": ("muscle", (0.06, 0.22), (0.4, 0.7)),
     "eye": ("eye", (0.05, 0.4), (0.05, 0.3)),
@@ -88,7 +89,7 @@ CLASS_RANGES = {
 }
 
 # Scalp vessels (render): real clinical FLAIRs show small bright dots in the scalp around the head, on
-# an axial slice through the ventricles 2-64 of them (median 8; scripts/scalp_rim_profile.py, "dots"),
+# an axial slice through the ventricles 2-64 of them (median 11; scripts/scalp_rim_profile.py, "dots"),
 # every scan some; without vessels the synthetic heads had none.
 SCALP_VESSEL_SHARE = 0.85
 SCALP_VESSELS = (10, 60)
