@@ -1,9 +1,8 @@
 """Montage of synthetic and real FLAIR slices, shuffled, for a "which ones are real?" check.
 
 Development script (reads the real data beside the checkout; the package never does). Every tile is an
-axial slice through the lateral ventricles (found without labels, alike for real and synthetic), or the
-slice with the most lesion within 10 mm of it when a label exists, resampled to 1 mm in-plane, cropped to the head and
-shown at the same size with the same percentile windowing. Lesion outlines are red where labels exist.
+axial slice through the lateral ventricles' bodies (found without labels, alike for real and synthetic),
+resampled to 1 mm in-plane, cropped to the head and shown at the same size with the same percentile windowing. Lesion outlines are red where labels exist.
 
 Writes (default) docs/img/synth_montage.png (with outlines), docs/img/synth_montage_blind.png (same
 tiles, no outlines: outlines give away which tiles have labels) and prints the key (tile -> source).
@@ -40,8 +39,6 @@ N_CLINICAL = 6
 CENTRAL_BOX = ((0.3, 0.7), (0.25, 0.75))
 # CSF on FLAIR: darker than this fraction of the median head intensity.
 DARK_FRACTION = 0.4
-# A lesion-guided slice keeps at least this share of the ventricles' dark area.
-VENTRICLE_KEEP = 0.6
 # Slices whose head cross-section is at least this share of the largest one.
 WIDE_FRACTION = 0.6
 
@@ -63,13 +60,14 @@ def head_support(data: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(support)
 
 
-def pick_axial(data: np.ndarray, spacing, labels: np.ndarray | None) -> int:
-    """Axial index of the lateral ventricles' bodies, or the slice with the most lesion within 10 mm
-    of it when a label exists.
+def pick_axial(data: np.ndarray, spacing) -> int:
+    """Axial index of the lateral ventricles' bodies, found the same way in every image.
 
-    The ventricles are found the same way in every image (no labels needed, so real and synthetic
-    tiles are picked alike): the slice with the largest dark (CSF-like) area in the central part of
-    the head, where the lateral ventricles are the biggest dark structure on FLAIR.
+    The slice with the largest dark (CSF-like) area in the central part of the head, where the lateral
+    ventricles are the biggest dark structure on FLAIR. Labels play no part: until the twenty-third
+    session a labeled tile moved up to 10 mm towards its lesions, which put most synthetic tiles (all
+    labeled) below the ventricles' bodies, at the foramen of Monro, where no unlabeled real tile was,
+    and blind readers named "frontal horns and atria with no body between them" as a synthetic cue.
     """
     support = head_support(data)
     idx = np.argwhere(support)
@@ -87,16 +85,7 @@ def pick_axial(data: np.ndarray, spacing, labels: np.ndarray | None) -> int:
     widest = int(np.argmax(section))
     area[:widest] = -1
     area[widest + int(round(40.0 / spacing[2])) + 1:] = -1
-    level = int(np.argmax(area))
-    if labels is None or not labels.any():
-        return level
-    # Move towards lesions only while still cutting the ventricles' bodies: 10 mm up from a small
-    # ventricle leaves it, and the tile then shows a level no real tile shows.
-    reach = max(1, int(round(10.0 / spacing[2])))
-    near = np.arange(max(0, level - reach), min(data.shape[2], level + reach + 1))
-    near = near[slice_area[near] >= VENTRICLE_KEEP * slice_area[level]]
-    lesion = labels[:, :, near].sum(axis=(0, 1))
-    return int(near[np.argmax(lesion)]) if lesion.max() > 0 else level
+    return int(np.argmax(area))
 
 
 def tile(data: np.ndarray, affine: np.ndarray, labels: np.ndarray | None = None):
@@ -106,7 +95,7 @@ def tile(data: np.ndarray, affine: np.ndarray, labels: np.ndarray | None = None)
         labels, _ = canonical(labels, affine)
         labels = labels > 0.5
     spacing = np.linalg.norm(canon_affine[:3, :3], axis=0)
-    k = pick_axial(data, spacing, labels)
+    k = pick_axial(data, spacing)
     image = ndi.zoom(data[:, :, k], spacing[:2], order=1)
     lab = None if labels is None else ndi.zoom(labels[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
     support = head_support(image)
