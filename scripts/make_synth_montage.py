@@ -2,7 +2,8 @@
 
 Development script (reads the real data beside the checkout; the package never does). Every tile is an
 axial slice through the lateral ventricles' bodies (found without labels, alike for real and synthetic),
-resampled to 1 mm in-plane, cropped to the head and shown at the same size with the same percentile windowing. Lesion outlines are red where labels exist.
+resampled to 1 mm in-plane, cropped to the head and shown at the same size with the same percentile
+windowing. Lesion outlines are red where labels exist.
 
 Writes (default) docs/img/synth_montage.png (with outlines), docs/img/synth_montage_blind.png (same
 tiles, no outlines: outlines give away which tiles have labels) and prints the key (tile -> source).
