@@ -136,17 +136,8 @@ def build_atlas(src: Path):
     labels[vent] = ID["csf_lateral_ventricle"]
     labels[third | fourth] = ID["csf_third_fourth_ventricle"]
 
-    # Deep grey matter: GM-intensity voxels deep in the central region. Laterally the putamen, the
-    # claustrum and the insular cortex lie within a few mm of each other (Colin27's putamen reaches
-    # |x| = 32-34 mm), so the plane |x| = 34 that bounded the region cut the putamen along a straight
-    # line (2059 striatum voxels in its last 1 mm column, none in the next). Beyond |x| = 26 mm the cortex
-    # is now told apart by what cortex is: grey matter within a cortical thickness (5 mm) of sulcal CSF.
-    # Nearer the midline the box stays, because the thalamus borders the cisterns (the rule would make
-    # the pulvinar cortex), so grey matter within 5 mm of CSF still changes class at |x| = 26 mm.
-    # Striatum 40.2 -> 33.6 ml, cortex +5.7 ml.
-    sulcal_csf_mm = ndi.distance_transform_edt(~(csf & ~vent))
-    deep_region = (np.abs(x) < 46) & (y > -42) & (y < 30) & (z > -14) & (z < 24) & (depth > 18)
-    deep_region &= (np.abs(x) < 26) | (sulcal_csf_mm > 5)
+    # Deep grey matter: GM-intensity voxels deep in the central region.
+    deep_region = (np.abs(x) < 34) & (y > -42) & (y < 30) & (z > -14) & (z < 24) & (depth > 18)
     deep_gm = is_gm & deep_region & ~vent
     thal = deep_gm & (y < -4) & (np.abs(x) < 24)
     labels[is_wm] = ID["wm_deep"]
