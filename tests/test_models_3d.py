@@ -81,6 +81,24 @@ def test_msfcn_encoders_are_separate_and_long_skips_carry_both():
     assert net.decoder.blocks[-1].conv1.in_channels == 2 + 2 * 2
 
 
+def test_msfcn_decoder_width_widens_only_the_expanding_path():
+    narrow = MSFCN(in_channels=2, width=2, levels=4)
+    wide = MSFCN(in_channels=2, width=2, levels=4, decoder_width=4)
+    assert narrow.config["decoder_width"] == 2 and wide.config["decoder_width"] == 4
+    encoder_shapes = [[tuple(v.shape) for v in e.state_dict().values()] for e in (narrow.encoders, wide.encoders)]
+    assert encoder_shapes[0] == encoder_shapes[1]
+    # The fused bottleneck (2 x 16) is upsampled into the decoder's 1/4-scale level (4 x 4), whose block
+    # also takes both encoders' 1/4-scale features (2 x 8); the finest level has 4 channels.
+    assert wide.decoder.up[0].out_channels == 16 and wide.decoder.blocks[0].conv1.in_channels == 16 + 16
+    assert wide.decoder.blocks[-1].conv2.out_channels == 4 and wide.decoder.heads[0].in_channels == 4
+    outputs = wide.train()(torch.randn(1, 2, 16, 16, 16))
+    assert [tuple(o.shape) for o in outputs] == [(1, 1, 16, 16, 16), (1, 1, 8, 8, 8), (1, 1, 4, 4, 4)]
+    rebuilt = build_model("msfcn", **wide.config)
+    rebuilt.load_state_dict(wide.state_dict())  # the recorded config rebuilds the same tensors
+    with pytest.raises(ValueError, match="decoder_width"):
+        MSFCN(in_channels=2, width=2, decoder_width=0)
+
+
 @pytest.mark.parametrize("name,options",
                          [("unet3d_ds", {"base": 2, "levels": 3}), ("msfcn", {"width": 2, "levels": 4})])
 def test_sliding_window_equals_whole_volume_in_one_window(name, options):

@@ -128,26 +128,33 @@ class MSFCN(nn.Module):
         gives C encoders
     width : channels of the first level, doubled at each of ``levels`` levels (per encoder)
     levels : resolution levels (>= 4: three supervised decoder scales above the bottleneck)
+    decoder_width : channels of the expanding path's finest level, doubled per level; None: ``width``,
+        as narrow as one encoder (the only layout before session 24). ``width * in_channels`` gives the
+        expanding path the width of the fused features it starts from.
 
     ``forward``: (N, in_channels, X, Y, Z), X, Y, Z divisible by ``2**(levels - 1)`` -> in training mode a
     list of logits [(N, 1, X, Y, Z), (N, 1, X/2, ...), (N, 1, X/4, ...)]; in eval mode the first only.
     ``MSFCN(**model.config)`` rebuilds the architecture.
     """
 
-    def __init__(self, in_channels: int = 2, width: int = 16, levels: int = 4):
+    def __init__(self, in_channels: int = 2, width: int = 16, levels: int = 4, decoder_width: int | None = None):
         super().__init__()
         if levels < 4:
             # Three supervised scales on decoder levels: full, 1/2 and 1/4, below which the bottleneck sits.
             raise ValueError("FCN-2's deep supervision at three decoder scales needs at least 4 levels")
         if in_channels < 1:
             raise ValueError(f"in_channels must be at least 1, not {in_channels}")
+        decoder_width = width if decoder_width is None else decoder_width
+        if decoder_width < 1:
+            raise ValueError(f"decoder_width must be at least 1, not {decoder_width}")
         widths = tuple(width * 2**i for i in range(levels))
-        self.config = {"in_channels": in_channels, "width": width, "levels": levels}
+        self.config = {"in_channels": in_channels, "width": width, "levels": levels, "decoder_width": decoder_width}
         self.divisor = 2 ** (levels - 1)
         # Separate paths: FLAIR and T1 look different enough that shared early filters would be a
         # compromise; the paper fuses them only where the expanding path starts.
         self.encoders = nn.ModuleList(Encoder(1, widths) for _ in range(in_channels))
-        self.decoder = Decoder(widths, 1, skip_widths=tuple(w * in_channels for w in widths))
+        self.decoder = Decoder(tuple(decoder_width * 2**i for i in range(levels)), 1,
+                               skip_widths=tuple(w * in_channels for w in widths))
 
     def forward(self, x: torch.Tensor, return_all: bool = False):
         if x.shape[1] != len(self.encoders):
