@@ -65,10 +65,9 @@ def pick_axial(data: np.ndarray, spacing) -> int:
     """Axial index of the lateral ventricles' bodies, found the same way in every image.
 
     The slice with the largest dark (CSF-like) area in the central part of the head, where the lateral
-    ventricles are the biggest dark structure on FLAIR. Labels play no part: until the twenty-third
-    session a labeled tile moved up to 10 mm towards its lesions, which put most synthetic tiles (all
-    labeled) below the ventricles' bodies, at the foramen of Monro, where no unlabeled real tile was,
-    and blind readers named "frontal horns and atria with no body between them" as a synthetic cue.
+    ventricles are the biggest dark structure on FLAIR. Labels play no part: every synthetic tile is
+    labeled and only 3 real ones are, so a label-driven choice would itself tell them apart
+    (docs/synth.md, twenty-third session).
     """
     support = head_support(data)
     idx = np.argwhere(support)

@@ -201,7 +201,8 @@ def synthetic_profiles(n: int, seed: int, profile_name: str, measure=profile) ->
         p = measure(flair, brain > 0, wmh, voxel_sizes(affine))
         if p is not None:
             c = s.meta["distractors"]
-            rows.append((f"{i} rim {c['ependymal_rim']:.2f} pv {c['periventricular_gradient']:.2f}", p))
+            edge = s.meta.get("acquisition", {}).get("edge_enhance", 0.0)
+            rows.append((f"{i} pv {c['periventricular_gradient']:.2f} edge {edge:.2f}", p))
     return rows
 
 
@@ -239,6 +240,11 @@ def main() -> int:
         header = "".join(f"{hi:6.1f}" for hi in EDGE_BINS_MM[1:])
         print("FLAIR / brain median by signed distance from the ventricles (bin upper edges, mm)")
         print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, edge_profile), header)
+        if args.clinical:
+            print_rows("real 3D (unlabeled, native 1 mm, lesions not left out)",
+                       clinical_profiles(args.data, edge_profile, True), header)
+            print_rows("real clinical (open_ms unlabeled, native grid, lesions not left out)",
+                       clinical_profiles(args.data, edge_profile), header)
         print_rows(f"synthetic ({args.profile}, seed {args.seed})",
                    synthetic_profiles(args.n_synth, args.seed, args.profile, edge_profile), header)
         return 0

@@ -156,6 +156,41 @@ def test_band_limited_noise_has_unit_variance_and_sinc_shaped_correlation():
     assert abs(lag[2, 1]) < 0.03  # the full band: white
 
 
+def test_edge_enhancement_lines_a_dark_cavity_with_a_bright_rim_and_leaves_flat_tissue():
+    from wmhkit.synth.fields import edge_enhance
+
+    # A CSF-dark box (0.15) in white matter (1.0), 1 mm voxels, softened as a point spread would.
+    volume = np.ones((40, 40, 40), np.float32)
+    volume[15:25, 15:25, 15:25] = 0.15
+    volume = ndi.gaussian_filter(volume, 0.8)
+    sharp = edge_enhance(volume, 1.5, 1.0)
+    row = sharp[25:34, 20, 20]  # outward from the box's wall
+    assert row.max() > 1.05 and row.argmax() <= 3  # a bright lining within 3 mm of the wall ...
+    assert abs(float(sharp[2, 2, 2]) - 1.0) < 1e-4  # ... and none far from any edge
+    assert sharp.min() >= 0.0 and sharp[20, 20, 20] <= volume[20, 20, 20] + 1e-6
+
+
+def test_half_the_cases_are_edge_enhanced_with_images_and_labels_apart():
+    from wmhkit.synth import EDGE_ENHANCE_AMOUNT, EDGE_ENHANCE_SHARE, _edge_enhancement
+
+    image = np.zeros((12, 12, 12), np.float32)
+    image[6:] = 1.0
+    records, changed = [], 0
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        record: dict = {}
+        (out,) = _edge_enhancement(rng, [image], np.ones(3), record)
+        records.append(record)
+        changed += not np.array_equal(out, image)
+    amounts = np.array([r["edge_enhance"] for r in records])
+    assert changed == int((amounts > 0).sum())
+    assert abs(changed / 200 - EDGE_ENHANCE_SHARE) < 0.1
+    assert EDGE_ENHANCE_AMOUNT[0] <= amounts[amounts > 0].min() and amounts.max() <= EDGE_ENHANCE_AMOUNT[1]
+    # A generated case records its draw.
+    sample = generate_sample(7, **FAST)
+    assert "edge_enhance" in sample.meta["acquisition"]
+
+
 def test_noise_scales_with_voxel_volume():
     from wmhkit.synth import NOISE_REFERENCE_VOXEL_MM3, _voxel_snr_factor
 

@@ -12,6 +12,7 @@ all on the same output grid. Pipeline (see each module for details):
 5. geometry.blur_for_output + sample_to_output : slice profile / anti-aliasing blur and resampling to
    the output grid; lesion and brain fractions are resampled linearly and thresholded at 0.5 (a voxel
    is lesion if at least half of it is; the brain fraction is smoothed first, for a smooth mask edge);
+   half the cases edge-enhanced (an unsharp mask, as reconstruction and resampling leave edges);
    then Rician noise and, unless ``skull``, skull stripping (0 outside the brain mask).
 
 Every random draw comes from one ``numpy.random.Generator`` seeded from (seed, index), so a sample is
@@ -43,6 +44,10 @@ from wmhkit.synth.lesions import draw_severity, draw_target_ml, make_lesions
 __all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_names", "training_geometry"]
 
 RANDOM_CONTRAST_SHARE = 0.2
+# Edge enhancement (unsharp mask) of a share of cases: amount and Gaussian sigma (mm); see _edge_enhancement.
+EDGE_ENHANCE_SHARE = 0.5
+EDGE_ENHANCE_AMOUNT = (0.4, 1.5)
+EDGE_ENHANCE_SIGMA_MM = (1.0, 2.0)
 # Smoothing of the brain mask's surface (Gaussian sigma, mm), see smooth_brain_fraction.
 BRAIN_EDGE_SIGMA_MM = 1.5
 # Noise SD relative to white matter, on the output grid, and its band (share of each axis's k-space that
@@ -222,6 +227,7 @@ def _acquire_on_output_grid(rng, geom: Geometry, work_aff, work_spacing_mm: floa
         + [blur_for_output(v, geom, work_spacing_mm) for v in (frac, brain_w)]
     )
     flair, t1, frac_o, brain_o = sample_to_output(stack, work_aff, geom)
+    flair, t1 = _edge_enhancement(rng, (flair, t1), geom.spacing, record)
     tissue = sample_to_output(labels[None].astype(np.float32), work_aff, geom, mode="nearest")[0].astype(np.uint8)
     if geom.slice_axis is not None:
         # 2D multi-slice: interleaved excitation leaves small slice-to-slice intensity steps.
@@ -423,4 +429,22 @@ def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):
         if axis is not None:
             img = slice_profile_blur(img, axis, thickness / spacing_mm)
         out.append(gaussian_blur(img, sigma))
-    return out
+    return _edge_enhancement(rng, out, np.full(3, spacing_mm), record)
+
+
+def _edge_enhancement(rng, images, spacing_mm, record: dict):
+    """Unsharp-mask a share of cases (FLAIR and T1 alike): the overshoot that reconstruction filters
+    and resampling to a template leave along edges. The labeled open_ms FLAIRs (MNI, 1 mm) rise to
+    1.11 x the brain median 1.5-2 mm from the ventricles and fall back to 1.04 by 3 mm, a bright lining
+    that their raters did not call lesion; a native 3D FLAIR here and the generator without this have
+    no such peak (docs/synth.md, session 24)."""
+    from wmhkit.synth.fields import edge_enhance
+
+    amount = float(rng.uniform(*EDGE_ENHANCE_AMOUNT))
+    sigma_mm = float(rng.uniform(*EDGE_ENHANCE_SIGMA_MM))
+    if rng.random() >= EDGE_ENHANCE_SHARE:
+        record["edge_enhance"] = 0.0
+        return list(images)
+    record.update({"edge_enhance": round(amount, 3), "edge_enhance_sigma_mm": round(sigma_mm, 3)})
+    sigma_vox = sigma_mm / np.asarray(spacing_mm, dtype=float)
+    return [edge_enhance(img, sigma_vox, amount) for img in images]

@@ -400,6 +400,11 @@ SCALP_DEPTH_MM = 14.0
 # How much the subcutaneous fat line's thickness varies around the head (+- share). At 0.6 it thinned
 # out to nothing in places, and the head's outline read as a ragged grey smear on the montage.
 FAT_LINE_VARIATION = 0.3
+# Lattice spacing (mm) of that variation and of the scalp's cut. At 20 mm the cut's +-30 % put bumps
+# of 1-2 mm every few centimetres into the head's outline, which readers called "lumpy" and "wavy":
+# outline roughness 1.02 mm and solidity 0.977 against the real clinical FLAIRs' 0.92 and 0.990
+# (scripts/scalp_rim_profile.py); 40 mm gave 0.87 and 0.987, 60 mm 0.78 and 0.992 (docs/synth.md).
+SCALP_VARIATION_MM = 40.0
 
 
 def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:
@@ -408,7 +413,7 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     The Colin27 scalp is thick (muscle, fat and muscle again over 8-10 mm) and the same in every case;
     clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
     layer outside the muscle/galea and the dark bone. So: the outer 4-8 mm of soft tissue becomes
-    background (+-30 % over ~20 mm), then the outermost 2.5-4 mm of what is left of it becomes fat
+    background (+-30 %, varying over SCALP_VARIATION_MM), then the outermost 2.5-4 mm of what is left of it becomes fat
     (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Thinning 2-6 mm
     put the brain 14.75 mm below the head's outline (median over rays; scripts/scalp_rim_profile.py),
     3-7 mm 13.25, where the real clinical FLAIRs have 12.75; with a 1-2.5 mm fat line the median depth
@@ -425,7 +430,7 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     flat = anat.labels.reshape(-1)
     idx = np.flatnonzero((anat.d_skin.reshape(-1) < 1.4 * (thinning + fat_mm) + 1.0) & (flat > 0))
     depth = anat.d_skin.reshape(-1)[idx]
-    vary = np.clip(smooth_noise_at(rng, anat.labels.shape, 20.0 / spacing_mm, idx), -1.0, 1.0)
+    vary = np.clip(smooth_noise_at(rng, anat.labels.shape, SCALP_VARIATION_MM / spacing_mm, idx), -1.0, 1.0)
     cut = thinning * (1.0 + 0.3 * vary)
     labels = flat[idx]
     # Only soft tissue: where the scalp is thin (forehead) the fat layer is thin too, the bone stays.
