@@ -170,7 +170,7 @@ def test_edge_enhancement_lines_a_dark_cavity_with_a_bright_rim_and_leaves_flat_
     assert sharp.min() >= 0.0 and sharp[20, 20, 20] <= volume[20, 20, 20] + 1e-6
 
 
-def test_half_the_cases_are_edge_enhanced_with_images_and_labels_apart():
+def test_half_the_cases_are_edge_enhanced_and_record_the_draw():
     from wmhkit.synth import EDGE_ENHANCE_AMOUNT, EDGE_ENHANCE_SHARE, _edge_enhancement
 
     image = np.zeros((12, 12, 12), np.float32)

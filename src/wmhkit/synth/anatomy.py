@@ -413,16 +413,16 @@ def add_scalp_fat(anat: WarpedAnatomy, rng: np.random.Generator, spacing_mm: flo
     The Colin27 scalp is thick (muscle, fat and muscle again over 8-10 mm) and the same in every case;
     clinical scans show a thinner scalp whose thickness varies around the head, with a thin bright fat
     layer outside the muscle/galea and the dark bone. So: the outer 4-8 mm of soft tissue becomes
-    background (+-30 %, varying over SCALP_VARIATION_MM), then the outermost 2.5-4 mm of what is left of it becomes fat
-    (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone). Thinning 2-6 mm
-    put the brain 14.75 mm below the head's outline (median over rays; scripts/scalp_rim_profile.py),
-    3-7 mm 13.25, where the real clinical FLAIRs have 12.75; with a 1-2.5 mm fat line the median depth
-    profile's bright band looked 1 mm narrower than the real one over all slab slices (docs/synth.md,
-    twenty-second session; the script's own slice rule shows less of a gap). Calibrated on
-    the real clinical FLAIRs' median intensity at each depth below the head's surface
+    background (+-30 %, varying over SCALP_VARIATION_MM), then the outermost 2.5-4 mm of what is left of
+    it becomes fat (+-30 %), and so does the soft tissue touching the bone (see _soft_tissue_on_bone).
+    Thinning 2-6 mm put the brain 14.75 mm below the head's outline (median over rays;
+    scripts/scalp_rim_profile.py), 3-7 mm 13.25, where the real clinical FLAIRs have 12.75; with a 1-2.5
+    mm fat line the median depth profile's bright band looked 1 mm narrower than the real one over all
+    slab slices (docs/synth.md, twenty-second session; the script's own slice rule shows less of a gap).
+    Calibrated on the real clinical FLAIRs' median intensity at each depth below the head's surface
     (scripts/compare_flair_intensities.py): a bright line in the outer 1-4 mm, bone-dark from ~5 mm.
-    Depths come from the atlas's distance map (smooth surfaces, unlike peeling voxel layers, which
-    leaves a staircase that the bright fat shows).
+    Depths come from the atlas's distance map (smooth surfaces, unlike peeling voxel layers, which leaves
+    a staircase that the bright fat shows).
     """
     atlas = load_atlas()
     thinning = float(rng.uniform(4.0, 8.0))
