@@ -185,13 +185,17 @@ def test_two_stage_probability_is_on_the_input_grid_and_zero_outside_the_brain()
     flair, t1 = sample.flair[::-1].copy(), sample.t1[::-1].copy()
     torch.manual_seed(0)
     net = MSFCN(in_channels=2, width=2, levels=4)
-    result = segment_two_stage(net, flair, affine, t1, patch=(32, 32, 32), spacing_mm=4.0)
+    # The cut-off is given: the shipped one for isotropic images (0.975) is calibrated on 1 mm heads
+    # with a 256 mm field of view, where FCN-1 leaks into the neck, and on this 2 mm head it sits on the
+    # tail of the probability: Dice 0.79-0.89 over generator versions, against 0.94 at 0.5
+    # (docs/brain_extraction.md, session 24).
+    result = segment_two_stage(net, flair, affine, t1, patch=(32, 32, 32), spacing_mm=4.0, brain_threshold=0.5)
     assert result.probability.shape == flair.shape and result.probability.dtype == np.float32
     brain = result.brain > 0
     truth = sample.brainmask[::-1] > 0
-    # FCN-1 ran on the head and found this head's brain (Dice 0.89 here; the whole head as mask: 0.70).
+    # FCN-1 ran on the head and found this head's brain (Dice 0.94 here; the whole head as mask: 0.70).
     assert not result.stage1.skipped_because_stripped
-    assert 2 * (brain & truth).sum() / (brain.sum() + truth.sum()) > 0.8
+    assert 2 * (brain & truth).sum() / (brain.sum() + truth.sum()) > 0.9
     assert np.all(result.probability[~brain] == 0)
     assert np.all(result.probability[brain] > 0) and np.all(result.probability <= 1)
     with pytest.raises(ValueError, match="channel"):

@@ -13,11 +13,11 @@ from wmhkit.io import Volume, load_image
 from wmhkit.metrics import dice
 from wmhkit.segment import load_model, resolve_model, segment_scan, t1_on_flair_grid
 
-# Never trained on (the shipped models saw seed-1000 heads and validated on seed 8919). Since the
-# generator's recalibration (session 7) seed 4242 draws subtle lesions (+16 % over WM), which the shipped
-# model, trained on the previous generator, misses; 4247 draws clear ones (+96 %). On seeds 4242-4247
-# the shipped model scores Dice 0.00-0.71 (0.22-0.71 on the five clear-contrast cases).
-SEED = 4247
+# Never trained on (the shipped models saw seed-1000 heads and validated on seed 8919). The case must
+# have clear lesions: the generator of session 24 (cache 19) moved seed 4247's draws to a weak contrast
+# (+37 % over WM); 4244 draws +108 %, and the shipped FLAIR model scores Dice 0.82 on it (4242: 0.82,
+# 4250: 0.54, 4254: 0.69; under earlier generators 4242-4247 gave 0.00-0.71).
+SEED = 4244
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,10 @@ def test_masks_of_reoriented_inputs_stay_aligned_with_their_input(case, referenc
     for axis in flips:
         back = np.flip(back, axis)
     assert result.mask.shape == moved.shape
-    assert dice(reference.mask.astype(bool), back.astype(bool)) >= 0.98
+    # The oblique input is resampled on its way through (N4, brain mask, slices), so the masks differ at
+    # their edges: 0.980 on the seed-4244 case for the 15-degree turn. A one-voxel shift of the mask gives
+    # 0.38-0.84 there, so 0.97 still tells aligned from misaligned.
+    assert dice(reference.mask.astype(bool), back.astype(bool)) >= 0.97
     assert dice(case["sample"].wmh.astype(bool), back.astype(bool)) >= 0.5
 
 
