@@ -216,6 +216,16 @@ def print_rows(title: str, rows, header: str | None = None) -> None:
         print(f"{'median':<28}" + "".join(f"{v:6.2f}" for v in np.nanmedian(arr, 0)))
 
 
+def print_all(args, measure, header: str) -> None:
+    """The labeled real cases, the unlabeled ones with --clinical, then the synthetic cases, by ``measure``."""
+    print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, measure), header)
+    if args.clinical:
+        print_rows("real 3D (unlabeled, native 1 mm)", clinical_profiles(args.data, measure, True), header)
+        print_rows("real clinical (open_ms unlabeled, native grid)", clinical_profiles(args.data, measure), header)
+    print_rows(f"synthetic ({args.profile}, seed {args.seed})",
+               synthetic_profiles(args.n_synth, args.seed, args.profile, measure), header)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-synth", type=int, default=12)
@@ -227,26 +237,13 @@ def main() -> int:
     ap.add_argument("--septum", action="store_true", help="the septum between the lateral ventricles instead")
     args = ap.parse_args()
     if args.septum:
-        header = f"{'fused':>6}{'gap mm':>8}{'peak':>6}{'rows':>6}"
         print("Axial rows across the lateral ventricles: share fused, septum gap, its peak FLAIR / brain median")
-        print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, septum_rows), header)
-        if args.clinical:
-            print_rows("real 3D (unlabeled, native 1 mm)", clinical_profiles(args.data, septum_rows, True), header)
-            print_rows("real clinical (open_ms unlabeled, native grid)", clinical_profiles(args.data, septum_rows), header)
-        print_rows(f"synthetic ({args.profile}, seed {args.seed})",
-                   synthetic_profiles(args.n_synth, args.seed, args.profile, septum_rows), header)
+        print_all(args, septum_rows, f"{'fused':>6}{'gap mm':>8}{'peak':>6}{'rows':>6}")
         return 0
     if args.edge:
-        header = "".join(f"{hi:6.1f}" for hi in EDGE_BINS_MM[1:])
-        print("FLAIR / brain median by signed distance from the ventricles (bin upper edges, mm)")
-        print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data, edge_profile), header)
-        if args.clinical:
-            print_rows("real 3D (unlabeled, native 1 mm, lesions not left out)",
-                       clinical_profiles(args.data, edge_profile, True), header)
-            print_rows("real clinical (open_ms unlabeled, native grid, lesions not left out)",
-                       clinical_profiles(args.data, edge_profile), header)
-        print_rows(f"synthetic ({args.profile}, seed {args.seed})",
-                   synthetic_profiles(args.n_synth, args.seed, args.profile, edge_profile), header)
+        print("FLAIR / brain median by signed distance from the ventricles (bin upper edges, mm);"
+              " unlabeled scans keep their lesions")
+        print_all(args, edge_profile, "".join(f"{hi:6.1f}" for hi in EDGE_BINS_MM[1:]))
         return 0
     print_rows("real (open_ms labeled, MNI 1 mm)", real_profiles(args.data))
     if args.clinical:

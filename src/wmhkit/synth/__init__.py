@@ -214,8 +214,9 @@ def generate_sample(
 
 
 def _acquire_on_output_grid(rng, geom: Geometry, work_aff, work_spacing_mm: float, volumes, labels, record: dict):
-    """Point spread, slice profile and resampling from the working grid to ``geom`` (and, on 2D grids,
-    slice-to-slice gain steps); ``volumes`` = (FLAIR, T1, lesion fraction, brain fraction).
+    """Point spread, slice profile and resampling from the working grid to ``geom``, then the images'
+    edge enhancement in half the cases (and, on 2D grids, slice-to-slice gain steps); ``volumes`` =
+    (FLAIR, T1, lesion fraction, brain fraction).
 
     Returns (flair, t1, lesion fraction, brain fraction, tissue labels) on the output grid."""
     flair_w, t1_w, frac, brain_w = volumes
