@@ -15,13 +15,14 @@ Measured alike on both, without labels other than the lesion mask:
   (negative inside) from -2.5 to 5 mm, CSF-dark voxels kept. On a 1 mm grid the first layer outside
   the ventricles falls in (0.5, 1], the diagonal neighbours in (1, 1.5]: how many layers the wall's
   partial volume spans, and whether a brighter lining follows it;
+* with --wall, how ragged the ventricles' outline is on axial slices (see wall_roughness);
 * with --septum, the wall between the two lateral ventricles, on axial rows (images reoriented to RAS)
   of the central box that cross the ventricles: rows where the ventricle voxels form two runs at most
   SEPTUM_GAP_MM apart give the gap's width and its brightest FLAIR / the brain's median; rows where
   one run crosses the midline are fused (no septum brighter than the ventricle threshold).
 
 Usage:  python scripts/periventricular_profile.py [--n-synth 12] [--seed 11] [--profile research3d] [--clinical]
-        [--edge | --septum]
+        [--edge | --septum | --wall]
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ EDGE_BINS_MM = np.arange(-3.0, 5.01, 0.5)
 # Two ventricle runs further apart than this on a row are not the frontal horns and the septum between
 # them (the third ventricle's level, or the atria either side of the thalami).
 SEPTUM_GAP_MM = 6.0
+WALL_SMOOTH_MM = 2.0
+WALL_MIN_AREA_MM2 = 100.0
 
 
 def central_box(brain: np.ndarray) -> np.ndarray:
@@ -148,6 +151,32 @@ def septum_rows(flair, brain, lesion, spacing) -> np.ndarray | None:
     return np.array([fused / seen, np.median(gaps) if gaps else np.nan, np.median(peaks) if peaks else np.nan, seen])
 
 
+def wall_roughness(flair, brain, lesion, spacing) -> np.ndarray | None:
+    """(median wall roughness mm, axial slices seen) for an image in RAS orientation; None without
+    ventricles. Per axial slice with at least WALL_MIN_AREA_MM2 of ventricle: the area between the
+    ventricles' outline and the same outline smoothed (Gaussian WALL_SMOOTH_MM, cut at one half), over
+    the outline's length: how far, on average, the wall wanders from a smooth curve. ``lesion`` is unused
+    (lesions are bright and do not move the dark outline)."""
+    found = _box_and_ventricles(flair, brain, spacing)
+    if found is None:
+        return None
+    _, vent = found
+    pixel_mm2 = float(spacing[0] * spacing[1])
+    sigma = [WALL_SMOOTH_MM / float(spacing[0]), WALL_SMOOTH_MM / float(spacing[1])]
+    rough = []
+    for z in np.flatnonzero(vent.sum(axis=(0, 1)) * pixel_mm2 >= WALL_MIN_AREA_MM2):
+        v = vent[:, :, z]
+        smooth = ndi.gaussian_filter(v.astype(np.float32), sigma) > 0.5
+        outline = v & ~ndi.binary_erosion(v)
+        length_mm = outline.sum() * float(np.sqrt(pixel_mm2))
+        rough.append((v ^ smooth).sum() * pixel_mm2 / length_mm)
+    return None if not rough else np.array([np.median(rough), len(rough)])
+
+
+# Measures that read axial rows or slices: images are reoriented to RAS first.
+AXIAL_MEASURES = (septum_rows, wall_roughness)
+
+
 def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
     """(first, last) of each run of consecutive integers in the sorted ``idx``."""
     breaks = np.flatnonzero(np.diff(idx) > 1)
@@ -168,7 +197,7 @@ def real_profiles(data_root: Path, measure=profile) -> list[tuple[str, np.ndarra
         flair = img.get_fdata(dtype=np.float32)
         lesion = nib.load(case.wmh).get_fdata(dtype=np.float32) > 0.5
         affine = img.affine
-        if measure is septum_rows:
+        if measure in AXIAL_MEASURES:
             (flair, affine), (lesion, _) = _canonical(flair, affine), _canonical(lesion.astype(np.uint8), affine)
         p = measure(flair, flair > 0, lesion, voxel_sizes(affine))
         if p is not None:
@@ -181,7 +210,7 @@ def clinical_profiles(data_root: Path, measure=profile, research_3d: bool = Fals
     cannot be left out)."""
     rows = []
     for name, flair, affine, mask in flairs_with_brains(data_root, research_3d):
-        if measure is septum_rows:
+        if measure in AXIAL_MEASURES:
             (flair, _), (mask, affine) = _canonical(flair, affine), _canonical(mask.astype(np.uint8), affine)
         p = measure(flair, mask > 0, None, voxel_sizes(affine))
         if p is not None:
@@ -196,7 +225,7 @@ def synthetic_profiles(n: int, seed: int, profile_name: str, measure=profile) ->
         if s.meta["random_contrast"]:
             continue
         flair, brain, wmh, affine = s.flair, s.brainmask, s.wmh, s.affine
-        if measure is septum_rows:
+        if measure in AXIAL_MEASURES:
             (flair, _), (brain, _), (wmh, affine) = (_canonical(v, s.affine) for v in (flair, brain, wmh))
         p = measure(flair, brain > 0, wmh, voxel_sizes(affine))
         if p is not None:
@@ -235,7 +264,13 @@ def main() -> int:
     ap.add_argument("--clinical", action="store_true", help="also the unlabeled clinical scans")
     ap.add_argument("--edge", action="store_true", help="the wall profile in 0.5 mm bins instead of the shells")
     ap.add_argument("--septum", action="store_true", help="the septum between the lateral ventricles instead")
+    ap.add_argument("--wall", action="store_true", help="how ragged the ventricles' outline is, instead")
     args = ap.parse_args()
+    if args.wall:
+        print(f"Axial slices through the ventricles: the outline's mean distance (mm) from itself smoothed"
+              f" over {WALL_SMOOTH_MM:g} mm, median over slices")
+        print_all(args, wall_roughness, f"{'rough':>6}{'slices':>7}")
+        return 0
     if args.septum:
         print("Axial rows across the lateral ventricles: share fused, septum gap, its peak FLAIR / brain median")
         print_all(args, septum_rows, f"{'fused':>6}{'gap mm':>8}{'peak':>6}{'rows':>6}")

@@ -20,6 +20,7 @@ rays leave the head's centroid every degree; along each ray:
   layers run parallel to the brain's surface has a small IQR); *inner dark* = the darkest value in the
   INNER_DARK_MM above the brain depth (inner table, dura and CSF: a black line on real scans), and
   *diploe* = the brightest between the fat line's end and the inner dark (the marrow between the tables);
+* *head W/L*: the head's left-right width / its front-back length (the cephalic index at this level);
 * *dots*: small bright spots in the scalp (vessels; see scalp_dots), per slice;
 * a second table: the depth profile itself at PROFILE_DEPTHS_MM, median over rays, slices and images.
 
@@ -61,7 +62,7 @@ INNER_DARK_MM = 4.0
 PROFILE_DEPTHS_MM = (1, 2, 3, 4, 5, 6, 8, 10, 12, 13, 14, 15)
 DOT_LEVEL, DOT_CONTRAST, DOT_MAX_PX = 0.9, 1.3, 12
 # Measure -> column title.
-COLUMNS = {"dots": "dots", "rough": "rough", "solidity": "solidity", "texture": "ring texture",
+COLUMNS = {"head_wl": "head W/L", "dots": "dots", "rough": "rough", "solidity": "solidity", "texture": "ring texture",
            "skin_edge": "skin edge", "brain_edge": "brain edge", "peak": "fat peak", "peak_cv": "peak CV",
            "brain_depth": "brain depth", "depth_iqr": "depth IQR", "diploe": "diploe", "inner_dark": "inner dark"}
 
@@ -115,11 +116,13 @@ def slice_rim(image: np.ndarray, brain_median: float) -> dict | None:
     skin_edge = float(np.median(slope[:, :int(2 * FAT_WITHIN_MM)].max(axis=1)))
     brain_edge = float(np.median([slope[r, max(a - 4, 0):a + 4].max() for r, a in zip(rays, edge_at)]))
     hull = ConvexHull(np.argwhere(support)).volume
+    rows_x, rows_y = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
     # Along the ring, at each depth above the shallowest brain depth: fine variation (bumps under ~1 cm).
     above = profile[:, :max(2, int(np.percentile(edge_at, 10)) - 2)]
     along = above - ndi.uniform_filter1d(above, 2 * RING_SMOOTH_DEG + 1, axis=0, mode="wrap")
     texture = float(np.median(np.std(along, axis=0)))
-    return {"rough": float(np.std(radius - smooth)), "solidity": float(support.sum() / hull),
+    return {"head_wl": float((rows_x[-1] - rows_x[0] + 1) / (rows_y[-1] - rows_y[0] + 1)),
+            "rough": float(np.std(radius - smooth)), "solidity": float(support.sum() / hull),
             "texture": texture, "skin_edge": skin_edge, "brain_edge": brain_edge, "peak": float(np.median(peak)),
             "peak_cv": float(np.std(peak) / max(np.median(peak), 1e-6)), "brain_depth": float(np.median(edge)),
             "depth_iqr": float(np.subtract(*np.percentile(edge, [75, 25]))),

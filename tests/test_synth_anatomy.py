@@ -13,6 +13,8 @@ from conftest import REPO, SHARED_DATA, requires_shared_data
 from wmhkit import synth
 from wmhkit.synth import generate_sample, sample_rng
 from wmhkit.synth.anatomy import (
+    ATLAS_CEPHALIC_INDEX,
+    CEPHALIC_INDEX_RANGE,
     CORTEX_CLASSES,
     NONBRAIN_CLASSES,
     SCALP_DEPTH_MM,
@@ -268,6 +270,31 @@ def test_clinical_2d_draws_a_brighter_flair_cortex_and_nothing_else_changes():
         assert clinical["lesion_flair_contrast"] == plain["lesion_flair_contrast"]
 
 
+def head_width_over_length(labels: np.ndarray, ventricle_id: int) -> float:
+    """Median over axial sections through the lateral ventricles of the head's x extent / y extent."""
+    ratios = []
+    for k in np.flatnonzero((labels == ventricle_id).any(axis=(0, 1))):
+        head = labels[:, :, k] > 0
+        ratios.append(np.ptp(np.flatnonzero(head.any(axis=1))) / np.ptp(np.flatnonzero(head.any(axis=0))))
+    return float(np.median(ratios))
+
+
+def test_head_width_over_length_is_drawn_from_the_real_range():
+    atlas = load_atlas()
+    ventricle = atlas.id("csf_lateral_ventricle")
+    assert head_width_over_length(atlas.labels, ventricle) == pytest.approx(ATLAS_CEPHALIC_INDEX, abs=0.01)
+    drawn = np.array([random_spatial_params(sample_rng(seed))["cephalic_index"] for seed in range(300)])
+    lo, hi = CEPHALIC_INDEX_RANGE
+    assert lo <= drawn.min() < lo + 0.02 and hi - 0.02 < drawn.max() <= hi
+    # The warped head has the drawn proportions (no rotation or shear at strength 0; 2 mm grid).
+    grid = np.diag([2.0, 2.0, 2.0, 1.0])
+    grid[:3, 3] = [-110.0, -130.0, -90.0]
+    for seed in (0, 3, 8):
+        params = random_spatial_params(sample_rng(seed), strength=0.0)
+        labels = warp_atlas(sample_rng(seed), grid, (110, 130, 100), params).labels
+        assert head_width_over_length(labels, ventricle) == pytest.approx(params["cephalic_index"], abs=0.02)
+
+
 def warped_head(rng):
     """A warped atlas head on a 1 mm grid that holds the whole scalp (200 x 250 x 150 mm)."""
     grid = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -363,7 +390,7 @@ def test_scalp_vessels_are_bright_tubes_in_the_scalp_over_the_vault():
     assert bright[1] > 300 and bright[0] < 0.1 * bright[1], bright
 
 
-def test_gyral_scale_deformation_moves_cortex_but_keeps_volumes():
+def test_gyral_scale_deformation_moves_cortex_but_keeps_volumes_and_the_ventricle_walls():
     atlas = load_atlas()
     grid = np.diag([1.0, 1.0, 1.0, 1.0])
     grid[:3, 3] = [-48.0, -56.0, -30.0]
@@ -374,6 +401,11 @@ def test_gyral_scale_deformation_moves_cortex_but_keeps_volumes():
     b = warp_atlas(sample_rng(8), grid, (96, 112, 80), flat).labels
     cortex = np.isin(b, atlas.ids(("gm_cortex_frontal", "gm_cortex_parietooccipital")))
     assert (a[cortex] != b[cortex]).mean() > 0.15
+    # Fading it out towards the ventricles keeps their walls smooth: 23 % of the wall voxels changed
+    # label at full strength, against under 1 % now.
+    vent = b == atlas.id("csf_lateral_ventricle")
+    wall = vent & ~ndi.binary_erosion(vent)
+    assert ((a == atlas.id("csf_lateral_ventricle")) != vent)[wall].mean() < 0.03
     for name in ("wm_deep", "gm_cortex_frontal", "csf_lateral_ventricle"):
         va, vb = (a == atlas.id(name)).sum(), (b == atlas.id(name)).sum()
         assert abs(va - vb) / vb < 0.05, name

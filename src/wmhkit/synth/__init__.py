@@ -307,6 +307,7 @@ def _describe(*, seed, index, geom: Geometry, skull, age, atrophy, severity, tar
             "shift_mm": np.round(spatial["shift"], 2).tolist(),
             "deform_mm": round(spatial["deform_mm"], 3),
             "fine_deform_mm": round(spatial["fine_deform_mm"], 3),
+            "cephalic_index": round(spatial["cephalic_index"], 3),
         },
         "acquisition": acquisition,
         "tissue_labels": {str(k): v for k, v in sorted(atlas.names.items())},

@@ -33,6 +33,11 @@ VENTRICLE_CLASSES = ("csf_lateral_ventricle", "csf_third_fourth_ventricle")
 NONBRAIN_CLASSES = (
     "skull_bone", "skull_marrow", "scalp_fat", "muscle_soft_tissue", "eye", "orbital_fat", "dura_meninges",
 )
+# The head's left-right width / front-back length (cephalic index) on the atlas's axial sections through
+# the lateral ventricles (median; Colin27), and the range a sample's head is drawn from around the real
+# FLAIRs' (scripts/scalp_rim_profile.py, "head W/L"; docs/synth.md, twenty-fifth session).
+ATLAS_CEPHALIC_INDEX = 0.843
+CEPHALIC_INDEX_RANGE = (0.73, 0.88)
 # The atlas point shown at the centre of the world grid: roughly the middle of the cerebrum.
 ATLAS_CENTRE_MM = np.array([0.0, -18.0, 12.0])
 # Partial volume of sulcal CSF (Gaussian sigma, mm, on the 1 mm atlas): Colin27's sulci are mostly one
@@ -49,6 +54,11 @@ BRIDGE_CLOSING_MM = 1.5
 # corpus callosum above, the fornix and splenium behind. Without it the two lateral ventricles of an old
 # case met over and behind the septum (one connected ventricle in every fully atrophied case).
 MIDLINE_WALL_MM = 1.5
+# The gyral-scale displacement fades out towards the ventricles (mm from them: none within the first,
+# all of it beyond the second). It is there to bend the gyri; at full strength it also made the
+# ventricles' walls wavy (23 % of the wall voxels changed label at 1.1 mm), bumps a millimetre high every
+# few millimetres that no anatomy explains (docs/synth.md, twenty-fifth session).
+GYRAL_WARP_CLEAR_MM = (4.0, 12.0)
 
 
 def off_midline(anat: "WarpedAnatomy") -> np.ndarray:
@@ -198,11 +208,19 @@ def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> di
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    scale = np.diag(rng.uniform(0.88, 1.12, 3) * rng.uniform(0.93, 1.07))
+    # Per-axis scale, except that the head's width/length ratio (cephalic index) is drawn from the real
+    # range: with independent 0.88-1.12 scales left-right and front-back the index of the atlas head
+    # (ATLAS_CEPHALIC_INDEX) spread over 0.71-1.0 and some heads were round, where the real FLAIRs here
+    # measure 0.73-0.85 (scripts/scalp_rim_profile.py, "head W/L").
+    axis_scale = rng.uniform(0.88, 1.12, 3)
+    cephalic_index = np.interp(axis_scale[0], (0.88, 1.12), CEPHALIC_INDEX_RANGE)
+    axis_scale[0] = axis_scale[1] * cephalic_index / ATLAS_CEPHALIC_INDEX
+    scale = np.diag(axis_scale * rng.uniform(0.93, 1.07))
     shear = np.eye(3)
     shear[np.triu_indices(3, 1)] = rng.uniform(-0.06, 0.06, 3) * strength
     return {
         "matrix": rz @ ry @ rx @ scale @ shear,
+        "cephalic_index": float(cephalic_index),
         "shift": rng.uniform(-6, 6, 3) * strength,
         "deform_mm": float(rng.uniform(0.5, 3.0) * strength),
         "deform_spacing_mm": float(rng.uniform(25, 45)),
@@ -262,10 +280,13 @@ def warp_atlas(
     spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
     extent = np.array(grid_shape) * spacing
     lattice = _lattice(extent, params.get("fine_spacing_mm", params["deform_spacing_mm"]))
-    disp = _displacement(rng, extent, lattice, params)  # atlas mm (= atlas voxels)
+    disp, fine = _displacement(rng, extent, lattice, params)  # atlas mm (= atlas voxels)
     pts = np.stack(np.meshgrid(*[np.linspace(0, n - 1, k) for n, k in zip(grid_shape, lattice)], indexing="ij"))
     coarse = np.einsum("ab,b...->a...", m[:3, :3], pts) + m[:3, 3, None, None, None]
-    coarse += disp * (2.0 / (n_atlas - 1))[:, None, None, None]
+    to_normalised = (2.0 / (n_atlas - 1))[:, None, None, None]
+    coarse += disp * to_normalised
+    if fine is not None:
+        coarse += fine * _gyral_warp_weight(coarse, atlas.labels.shape) * to_normalised
     # grid_sample wants channels (x, y, z) = (last, middle, first) atlas axis.
     full = upsample(coarse[::-1].astype(np.float32), grid_shape)
     flat, csf_frac_t, gm_share_t, vent_surface_t = _atlas_lookup()
@@ -321,13 +342,26 @@ def _lattice(extent_mm: np.ndarray, spacing_mm: float) -> tuple[int, ...]:
 
 def _displacement(
     rng: np.random.Generator, extent_mm: np.ndarray, lattice: tuple[int, ...], params: dict
-) -> np.ndarray:
-    """(3, *lattice) displacement (mm): the smooth brain-scale field plus the gyral-scale one."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The smooth brain-scale displacement and the gyral-scale one (None when off), (3, *lattice) mm."""
     coarse = _lattice(extent_mm, params["deform_spacing_mm"])
     disp = upsample((rng.standard_normal((3,) + coarse) * params["deform_mm"]).astype(np.float32), lattice)
+    fine = None
     if params.get("fine_deform_mm", 0.0) > 0:
-        disp += rng.standard_normal((3,) + lattice).astype(np.float32) * params["fine_deform_mm"]
-    return disp.astype(np.float64)
+        fine = (rng.standard_normal((3,) + lattice) * params["fine_deform_mm"]).astype(np.float64)
+    return disp.astype(np.float64), fine
+
+
+def _gyral_warp_weight(points: np.ndarray, atlas_shape: tuple[int, int, int]) -> np.ndarray:
+    """How much of the gyral-scale displacement each lattice point gets: 0 within GYRAL_WARP_CLEAR_MM[0]
+    of the ventricles, rising to 1 at GYRAL_WARP_CLEAR_MM[1]. ``points`` (3, *lattice) are normalised
+    atlas coordinates in atlas axis order."""
+    index, inside = _nearest_atlas_index(points[::-1], atlas_shape)
+    d_vent = _atlas_lookup()[0]["fields"][0][index].reshape(inside.shape)
+    lo, hi = GYRAL_WARP_CLEAR_MM
+    weight = np.clip((d_vent - lo) / (hi - lo), 0.0, 1.0)
+    weight[~inside] = 1.0
+    return weight[None]
 
 
 def apply_atrophy(anat: WarpedAnatomy, atrophy: float, rng: np.random.Generator, spacing_mm: float = 1.0) -> dict:
