@@ -37,7 +37,7 @@ from wmhkit.synth.anatomy import (
     warp_atlas,
 )
 from wmhkit.synth.contrast import draw_contrast, render
-from wmhkit.synth.fields import white_noise
+from wmhkit.synth.fields import edge_enhance, gaussian_blur, slice_profile_blur, white_noise
 from wmhkit.synth.geometry import PROFILES, Geometry, blur_for_output, sample_geometry, sample_to_output, working_grid
 from wmhkit.synth.lesions import draw_severity, draw_target_ml, make_lesions
 
@@ -324,8 +324,6 @@ def smooth_brain_fraction(brain: np.ndarray, spacing_mm: float) -> np.ndarray:
     voxel steps and bridges the sulcal openings narrower than that, and the output grid then samples the
     edge at its own resolution.
     """
-    from wmhkit.synth.fields import gaussian_blur
-
     return gaussian_blur(brain.astype(np.float32), BRAIN_EDGE_SIGMA_MM / spacing_mm)
 
 
@@ -415,8 +413,6 @@ def _correlated_noise(rng: np.random.Generator, shape, kspace_fraction) -> np.nd
 
 def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):
     """Training grid: mimic a thick-slice or lower-resolution acquisition by blurring in place."""
-    from wmhkit.synth.fields import gaussian_blur, slice_profile_blur
-
     sigma = rng.uniform(0.0, 0.6, 3) / spacing_mm
     axis = None
     thickness = 0.0
@@ -440,8 +436,7 @@ def _edge_enhancement(rng, images, spacing_mm, record: dict):
     1.11 x the brain median 1.5-2 mm from the ventricles and fall back to 1.04 by 3 mm, a bright lining
     that their raters did not call lesion; a native 3D FLAIR here and the generator without this have
     no such peak (docs/synth.md, session 24)."""
-    from wmhkit.synth.fields import edge_enhance
-
+    # Drawn whether or not the case is enhanced, so the share can change without moving later draws.
     amount = float(rng.uniform(*EDGE_ENHANCE_AMOUNT))
     sigma_mm = float(rng.uniform(*EDGE_ENHANCE_SIGMA_MM))
     if rng.random() >= EDGE_ENHANCE_SHARE:
