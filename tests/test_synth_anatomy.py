@@ -28,6 +28,7 @@ from wmhkit.synth.contrast import (
     BIAS_SIGMA_MAX,
     BIAS_SIGMA_MAX_RANDOM,
     CLINICAL2D_CORTEX_FLAIR,
+    CLINICAL2D_STRIATUM_FLAIR,
     CORTEX_CLASSES,
     _scalp_vessel_mask,
     draw_contrast,
@@ -253,9 +254,10 @@ def test_coil_profile_brightens_the_brain_periphery_by_the_drawn_gain():
     assert draws["clinical2d"].min() >= 0.05 and draws["research3d"].min() < 0 < draws["research3d"].max()
 
 
-def test_clinical_2d_draws_a_brighter_flair_cortex_and_nothing_else_changes():
+def test_clinical_2d_draws_a_brighter_flair_cortex_and_striatum_and_nothing_else_changes():
     atlas = load_atlas()
     cortex = atlas.ids(CORTEX_CLASSES)
+    striatum = atlas.ids(("gm_deep_striatum",))
     for seed in range(20):
         plain = draw_contrast(sample_rng(seed), False)
         clinical = draw_contrast(sample_rng(seed), False, profile="clinical2d")
@@ -263,7 +265,11 @@ def test_clinical_2d_draws_a_brighter_flair_cortex_and_nothing_else_changes():
         # Sub-classes differ by up to 4 % from the drawn tissue mean; the bright-cortex distractor adds up to 20 %.
         assert (clinical["flair_mean"][cortex] >= lo * 0.96).all()
         assert (clinical["flair_mean"][cortex] <= hi * 1.04 * 1.2).all()
-        grey = atlas.ids(CORTEX_CLASSES + ("cerebellum_gm",))  # cerebellar grey matter shares the cortex's draw
+        lo, hi = CLINICAL2D_STRIATUM_FLAIR
+        assert lo <= clinical["flair_mean"][striatum].min() and clinical["flair_mean"][striatum].max() <= hi
+        assert (clinical["flair_mean"][striatum] > plain["flair_mean"][striatum]).all()
+        # Cerebellar grey matter shares the cortex's draw.
+        grey = np.concatenate([atlas.ids(CORTEX_CLASSES + ("cerebellum_gm",)), striatum])
         others = np.setdiff1d(np.arange(len(plain["flair_mean"])), grey)
         np.testing.assert_array_equal(clinical["flair_mean"][others], plain["flair_mean"][others])
         np.testing.assert_array_equal(clinical["t1_mean"], plain["t1_mean"])

@@ -102,12 +102,20 @@ SCALP_VESSEL_HEIGHTS = (0.35, 0.8)
 # inside the brain peaks at 1.14 x the brain median 3-6 mm below its surface, where the 3D FLAIRs stay
 # at 1.02-1.04. Clinical 2D cases draw their cortex from this range.
 CLINICAL2D_CORTEX_FLAIR = (1.3, 1.8)
+# The caudate and putamen stand out from white matter on the real clinical 2D FLAIRs: median 1.15 x deep
+# white matter (1.06-1.17 over 7 patients; scripts/deep_grey_contrast.py, Colin27's labels registered).
+# Synthetic clinical cases drawn from CLASS_RANGES rendered at 1.05 (1.00-1.11), and the centre read as
+# "one flat grey block" (blind readers, sessions 23-25); drawn from this range they render at 1.15
+# (1.07-1.21): the blur of the deep grey matter's edges and the coil profile's darker centre take off
+# about a tenth. The MNI-processed FLAIRs show 1.03, so the other profiles keep CLASS_RANGES.
+CLINICAL2D_STRIATUM_FLAIR = (1.1, 1.34)
 
 
 def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str = "train") -> dict:
     """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings for an output grid of
     ``profile`` ('clinical2d', 'research3d' or 'train'): a clinical 2D grid draws the FLAIR cortex from
-    CLINICAL2D_CORTEX_FLAIR instead of its CLASS_RANGES entry, and each profile its COIL_GAIN.
+    CLINICAL2D_CORTEX_FLAIR and the striatum from CLINICAL2D_STRIATUM_FLAIR instead of their CLASS_RANGES
+    entries, and each profile its COIL_GAIN.
 
     Returns a dict of plain values (JSON-able apart from the (n_labels,) float arrays under
     ``flair_mean``, ``flair_std``, ``t1_mean``, ``t1_std``).
@@ -121,8 +129,11 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str 
         mean = np.zeros(n, np.float32)
         for k, name in sorted(names.items()):
             group, *ranges = CLASS_RANGES[name]
-            clinical_cortex = clinical2d and modality == "flair" and group == "gm"
-            lo, hi = CLINICAL2D_CORTEX_FLAIR if clinical_cortex else ranges[m]
+            lo, hi = ranges[m]
+            if clinical2d and modality == "flair" and group == "gm":
+                lo, hi = CLINICAL2D_CORTEX_FLAIR
+            if clinical2d and modality == "flair" and name == "gm_deep_striatum":
+                lo, hi = CLINICAL2D_STRIATUM_FLAIR
             if group == "air":
                 continue
             if random_contrast:
