@@ -34,11 +34,11 @@ from scipy import ndimage as ndi
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from wmhkit import synth  # noqa: E402
-from wmhkit.synth.anatomy import load_atlas  # noqa: E402
+from wmhkit import datasets, synth  # noqa: E402
+from wmhkit.synth.anatomy import ASSETS, load_atlas  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-ATLAS = REPO / "src" / "wmhkit" / "data" / "synth" / "atlas_labels.nii.gz"
+ATLAS = ASSETS / "atlas_labels.nii.gz"
 CLASSES = {
     "pv_wm": ("wm_periventricular",),
     "jc_wm": ("wm_juxtacortical",),
@@ -123,16 +123,16 @@ def real_mni(data: Path) -> list[tuple[str, dict]]:
     atlas = nib.load(str(ATLAS))
     names = load_atlas().names
     rows = []
-    for case in sorted((data / "open_ms" / "labeled_mni").iterdir()):
-        img = nib.load(str(case / "FLAIR.nii.gz"))
+    for case in datasets.open_ms_labeled(data / "open_ms"):
+        img = nib.load(str(case.flair))
         m = np.linalg.solve(atlas.affine, img.affine)
         labels = ndi.affine_transform(np.asarray(atlas.dataobj), m[:3, :3], m[:3, 3], output_shape=img.shape, order=0)
-        lesion = np.asarray(nib.load(str(case / "lesions.nii.gz")).dataobj) > 0
+        lesion = np.asarray(nib.load(str(case.wmh)).dataobj) > 0
         flair = img.get_fdata(dtype=np.float32)
         labels[ndi.binary_dilation(lesion, iterations=3) | (flair <= 0)] = 0  # not lesions, not outside the brain
         r = class_ratios(flair, labels, img.header.get_zooms()[:3], names)
         if r:
-            rows.append((case.name, r))
+            rows.append((case.case_id, r))
     return rows
 
 
