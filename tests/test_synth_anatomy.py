@@ -14,7 +14,7 @@ from wmhkit import synth
 from wmhkit.synth import generate_sample, sample_rng
 from wmhkit.synth.anatomy import (
     ATLAS_CEPHALIC_INDEX,
-    CEPHALIC_INDEX_RANGE,
+    CEPHALIC_INDEX_QUANTILES,
     CORTEX_CLASSES,
     NONBRAIN_CLASSES,
     SCALP_DEPTH_MM,
@@ -285,13 +285,17 @@ def head_width_over_length(labels: np.ndarray, ventricle_id: int) -> float:
     return float(np.median(ratios))
 
 
-def test_head_width_over_length_is_drawn_from_the_real_range():
+def test_head_width_over_length_is_drawn_around_the_real_median_with_template_proportions_in_the_upper_half():
     atlas = load_atlas()
     ventricle = atlas.id("csf_lateral_ventricle")
     assert head_width_over_length(atlas.labels, ventricle) == pytest.approx(ATLAS_CEPHALIC_INDEX, abs=0.01)
     drawn = np.array([random_spatial_params(sample_rng(seed))["cephalic_index"] for seed in range(300)])
-    lo, hi = CEPHALIC_INDEX_RANGE
+    lo, median, hi = CEPHALIC_INDEX_QUANTILES
     assert lo <= drawn.min() < lo + 0.02 and hi - 0.02 < drawn.max() <= hi
+    assert np.median(drawn) == pytest.approx(median, abs=0.02)
+    # Heads with the proportions of template-registered scans (the labeled real cases: 0.96-1.05 x the
+    # atlas's, i.e. an index up to 0.89) make up a good share of the draws.
+    assert 0.15 < np.mean(drawn > 0.885) < 0.3
     # The warped head has the drawn proportions (no rotation or shear at strength 0; 2 mm grid).
     grid = np.diag([2.0, 2.0, 2.0, 1.0])
     grid[:3, 3] = [-110.0, -130.0, -90.0]
