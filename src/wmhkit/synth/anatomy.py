@@ -39,7 +39,7 @@ NONBRAIN_CLASSES = (
 # "head W/L"; docs/synth.md, twenty-fifth session). The upper half reaches the proportions of scans
 # registered to a template: the labeled real cases' brains are 0.96-1.05 x Colin27's width / length
 # (principal axes), and cut at the raw scans' 0.73-0.88 (0.87-1.04 x) the 3D U-Net lost 0.12 Dice on
-# the real cases, nearly all of it on the widest, patient19 (docs/training.md, session 27).
+# the real cases, most of it on the widest, patient19 (docs/training.md, session 27).
 ATLAS_CEPHALIC_INDEX = 0.843
 CEPHALIC_INDEX_QUANTILES = (0.72, 0.81, 0.93)
 # The atlas point shown at the centre of the world grid: roughly the middle of the cerebrum.
