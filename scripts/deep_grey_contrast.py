@@ -120,17 +120,16 @@ def real_clinical(data: Path, research_3d: bool = False) -> list[tuple[str, dict
 
 
 def real_mni(data: Path) -> list[tuple[str, dict]]:
-    atlas = nib.load(str(ATLAS))
-    names = load_atlas().names
+    atlas = load_atlas()
     rows = []
     for case in datasets.open_ms_labeled(data / "open_ms"):
         img = nib.load(str(case.flair))
         m = np.linalg.solve(atlas.affine, img.affine)
-        labels = ndi.affine_transform(np.asarray(atlas.dataobj), m[:3, :3], m[:3, 3], output_shape=img.shape, order=0)
+        labels = ndi.affine_transform(atlas.labels, m[:3, :3], m[:3, 3], output_shape=img.shape, order=0)
         lesion = np.asarray(nib.load(str(case.wmh)).dataobj) > 0
         flair = img.get_fdata(dtype=np.float32)
         labels[ndi.binary_dilation(lesion, iterations=3) | (flair <= 0)] = 0  # not lesions, not outside the brain
-        r = class_ratios(flair, labels, img.header.get_zooms()[:3], names)
+        r = class_ratios(flair, labels, img.header.get_zooms()[:3], atlas.names)
         if r:
             rows.append((case.case_id, r))
     return rows

@@ -215,8 +215,9 @@ def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> di
     # Per-axis scale, except that the head's width/length ratio (cephalic index) is drawn around the real
     # median (CEPHALIC_INDEX_QUANTILES): with independent 0.88-1.12 scales left-right and front-back the
     # index of the atlas head (ATLAS_CEPHALIC_INDEX) spread over 0.71-1.0 and many heads were round.
-    axis_scale = rng.uniform(0.88, 1.12, 3)
-    cephalic_index = np.interp(axis_scale[0], (0.88, 1.0, 1.12), CEPHALIC_INDEX_QUANTILES)
+    lo, hi = 0.88, 1.12
+    axis_scale = rng.uniform(lo, hi, 3)
+    cephalic_index = np.interp(axis_scale[0], (lo, (lo + hi) / 2, hi), CEPHALIC_INDEX_QUANTILES)
     axis_scale[0] = axis_scale[1] * cephalic_index / ATLAS_CEPHALIC_INDEX
     scale = np.diag(axis_scale * rng.uniform(0.93, 1.07))
     shear = np.eye(3)
