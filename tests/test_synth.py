@@ -170,21 +170,23 @@ def test_edge_enhancement_lines_a_dark_cavity_with_a_bright_rim_and_leaves_flat_
     assert sharp.min() >= 0.0 and sharp[20, 20, 20] <= volume[20, 20, 20] + 1e-6
 
 
-def test_half_the_cases_are_edge_enhanced_and_record_the_draw():
+@pytest.mark.parametrize("profile", ["clinical2d", "research3d", "train"])
+def test_each_profiles_share_of_cases_is_edge_enhanced_and_records_the_draw(profile):
     from wmhkit.synth import EDGE_ENHANCE_AMOUNT, EDGE_ENHANCE_SHARE, _edge_enhancement
 
+    share = EDGE_ENHANCE_SHARE[profile]
     image = np.zeros((12, 12, 12), np.float32)
     image[6:] = 1.0
     records, changed = [], 0
     rng = np.random.default_rng(4)
     for _ in range(200):
         record: dict = {}
-        (out,) = _edge_enhancement(rng, [image], np.ones(3), record)
+        (out,) = _edge_enhancement(rng, [image], np.ones(3), record, share)
         records.append(record)
         changed += not np.array_equal(out, image)
     amounts = np.array([r["edge_enhance"] for r in records])
     assert changed == int((amounts > 0).sum())
-    assert abs(changed / 200 - EDGE_ENHANCE_SHARE) < 0.1
+    assert abs(changed / 200 - share) < 0.1
     assert EDGE_ENHANCE_AMOUNT[0] <= amounts[amounts > 0].min() and amounts.max() <= EDGE_ENHANCE_AMOUNT[1]
     # A generated case records its draw.
     sample = generate_sample(7, **FAST)

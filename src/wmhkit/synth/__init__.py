@@ -44,8 +44,13 @@ from wmhkit.synth.lesions import draw_severity, draw_target_ml, make_lesions
 __all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_names", "training_geometry"]
 
 RANDOM_CONTRAST_SHARE = 0.2
-# Edge enhancement (unsharp mask) of a share of cases: amount and Gaussian sigma (mm); see _edge_enhancement.
-EDGE_ENHANCE_SHARE = 0.5
+# Edge enhancement (unsharp mask) of a share of cases per output profile: amount and Gaussian sigma (mm);
+# see _edge_enhancement. The real clinical 2D FLAIRs here leave the ventricles as steeply as the enhanced
+# synthetic cases and none of the others (scripts/periventricular_profile.py --edge --clinical: 0.90 x the
+# brain median 1.5 mm from the wall; synthetic without enhancement 0.73, with it 0.90-1.0; docs/synth.md,
+# twenty-eighth session): the vendors' reconstruction filters sharpen the 2D scans, and the slice profile
+# alone leaves a real 1 mm 3D FLAIR as soft as the synthetic ones (0.71 at 1.5 mm).
+EDGE_ENHANCE_SHARE = {"clinical2d": 0.9, "research3d": 0.5, "train": 0.5}
 EDGE_ENHANCE_AMOUNT = (0.4, 1.5)
 EDGE_ENHANCE_SIGMA_MM = (1.0, 2.0)
 # Smoothing of the brain mask's surface (Gaussian sigma, mm), see smooth_brain_fraction.
@@ -228,7 +233,7 @@ def _acquire_on_output_grid(rng, geom: Geometry, work_aff, work_spacing_mm: floa
         + [blur_for_output(v, geom, work_spacing_mm) for v in (frac, brain_w)]
     )
     flair, t1, frac_o, brain_o = sample_to_output(stack, work_aff, geom)
-    flair, t1 = _edge_enhancement(rng, (flair, t1), geom.spacing, record)
+    flair, t1 = _edge_enhancement(rng, (flair, t1), geom.spacing, record, EDGE_ENHANCE_SHARE[geom.profile])
     tissue = sample_to_output(labels[None].astype(np.float32), work_aff, geom, mode="nearest")[0].astype(np.uint8)
     if geom.slice_axis is not None:
         # 2D multi-slice: interleaved excitation leaves small slice-to-slice intensity steps.
@@ -427,10 +432,10 @@ def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):
         if axis is not None:
             img = slice_profile_blur(img, axis, thickness / spacing_mm)
         out.append(gaussian_blur(img, sigma))
-    return _edge_enhancement(rng, out, np.full(3, spacing_mm), record)
+    return _edge_enhancement(rng, out, np.full(3, spacing_mm), record, EDGE_ENHANCE_SHARE["train"])
 
 
-def _edge_enhancement(rng, images, spacing_mm, record: dict):
+def _edge_enhancement(rng, images, spacing_mm, record: dict, share: float):
     """Unsharp-mask a share of cases (FLAIR and T1 alike): the overshoot that reconstruction filters
     and resampling to a template leave along edges. The labeled open_ms FLAIRs (MNI, 1 mm) rise to
     1.11 x the brain median 1.5-2 mm from the ventricles and fall back to 1.04 by 3 mm, a bright lining
@@ -439,7 +444,7 @@ def _edge_enhancement(rng, images, spacing_mm, record: dict):
     # Drawn whether or not the case is enhanced, so the share can change without moving later draws.
     amount = float(rng.uniform(*EDGE_ENHANCE_AMOUNT))
     sigma_mm = float(rng.uniform(*EDGE_ENHANCE_SIGMA_MM))
-    if rng.random() >= EDGE_ENHANCE_SHARE:
+    if rng.random() >= share:
         record["edge_enhance"] = 0.0
         return list(images)
     record.update({"edge_enhance": round(amount, 3), "edge_enhance_sigma_mm": round(sigma_mm, 3)})

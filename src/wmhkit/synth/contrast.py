@@ -59,7 +59,12 @@ CLASS_RANGES = {
     "gm_cortex_temporal": ("gm", (1.15, 1.6), (0.55, 0.8)),
     "gm_deep_striatum": ("dgm", (1.02, 1.2), (0.7, 0.88)),
     "gm_deep_thalamus": ("dgm", (0.98, 1.15), (0.75, 0.92)),
-    "csf_lateral_ventricle": ("csf", (0.06, 0.35), (0.08, 0.3)),
+    # The CSF group's mean is drawn from this first entry (the other CSF classes differ from it by a few
+    # percent). It was 0.06-0.35: inside the ventricles the synthetic clinical 2D FLAIRs read 0.19-0.25 x
+    # the brain's median 2.5 mm from the wall, the real ones 0.09 (0.05-0.14); at 0.03-0.25 with the
+    # clinical grids' edge enhancement, 0.12 (scripts/periventricular_profile.py --edge; docs/synth.md,
+    # twenty-eighth session).
+    "csf_lateral_ventricle": ("csf", (0.03, 0.25), (0.08, 0.3)),
     "csf_third_fourth_ventricle": ("csf", (0.08, 0.4), (0.08, 0.3)),
     "csf_sulcal_extracerebral": ("csf", (0.06, 0.35), (0.1, 0.35)),
     "cerebellum_gm": ("gm", (1.1, 1.35), (0.6, 0.8)),

@@ -45,10 +45,12 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # over 40 mm instead of 20 (a smoother head outline); 20: the head's width / length drawn from the
 # real range, 0.73-0.88, instead of 0.71-1.0; 21: a brighter striatum on clinical 2D FLAIRs (1.1-1.34
 # x white matter, was 1.02-1.2); 22: the head's width / length drawn around the real median 0.81 with
-# the template-registered scans' proportions in the upper half, 0.72-0.93.
+# the template-registered scans' proportions in the upper half, 0.72-0.93; 23: 90 % of the clinical 2D
+# cases edge-enhanced (the real 2D FLAIRs' steep ventricle walls), CSF on FLAIR drawn 0.03-0.25 x white
+# matter (was 0.06-0.35).
 # 14 was a periventricular lining, tried and reverted in session 18, and 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23: their caches are not these.)
-CACHE_VERSION = 22
+CACHE_VERSION = 23
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
