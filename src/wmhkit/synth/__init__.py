@@ -12,7 +12,8 @@ all on the same output grid. Pipeline (see each module for details):
 5. geometry.blur_for_output + sample_to_output : slice profile / anti-aliasing blur and resampling to
    the output grid; lesion and brain fractions are resampled linearly and thresholded at 0.5 (a voxel
    is lesion if at least half of it is; the brain fraction is smoothed first, for a smooth mask edge);
-   half the cases edge-enhanced (an unsharp mask, as reconstruction and resampling leave edges);
+   a share of the cases edge-enhanced (an unsharp mask, as reconstruction filters and resampling leave
+   edges; EDGE_ENHANCE_SHARE, most clinical 2D cases);
    then Rician noise and, unless ``skull``, skull stripping (0 outside the brain mask).
 
 Every random draw comes from one ``numpy.random.Generator`` seeded from (seed, index), so a sample is
@@ -220,7 +221,7 @@ def generate_sample(
 
 def _acquire_on_output_grid(rng, geom: Geometry, work_aff, work_spacing_mm: float, volumes, labels, record: dict):
     """Point spread, slice profile and resampling from the working grid to ``geom``, then the images'
-    edge enhancement in half the cases (and, on 2D grids, slice-to-slice gain steps); ``volumes`` =
+    edge enhancement in the profile's share of cases (and, on 2D grids, slice-to-slice gain steps); ``volumes`` =
     (FLAIR, T1, lesion fraction, brain fraction).
 
     Returns (flair, t1, lesion fraction, brain fraction, tissue labels) on the output grid."""
@@ -436,8 +437,8 @@ def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):
 
 
 def _edge_enhancement(rng, images, spacing_mm, record: dict, share: float):
-    """Unsharp-mask a share of cases (FLAIR and T1 alike): the overshoot that reconstruction filters
-    and resampling to a template leave along edges. The labeled open_ms FLAIRs (MNI, 1 mm) rise to
+    """Unsharp-mask the images with probability ``share`` (FLAIR and T1 alike): the overshoot that
+    reconstruction filters and resampling to a template leave along edges. The labeled open_ms FLAIRs (MNI, 1 mm) rise to
     1.11 x the brain median 1.5-2 mm from the ventricles and fall back to 1.04 by 3 mm, a bright lining
     that their raters did not call lesion; a native 3D FLAIR here and the generator without this have
     no such peak (docs/synth.md, session 24)."""
