@@ -46,11 +46,11 @@ __all__ = ["PROFILES", "SynthSample", "generate_sample", "sample_rng", "label_na
 
 RANDOM_CONTRAST_SHARE = 0.2
 # Edge enhancement (unsharp mask) of a share of cases per output profile: amount and Gaussian sigma (mm);
-# see _edge_enhancement. The real clinical 2D FLAIRs here leave the ventricles as steeply as the enhanced
-# synthetic cases and none of the others (scripts/periventricular_profile.py --edge --clinical: 0.90 x the
-# brain median 1.5 mm from the wall; synthetic without enhancement 0.73, with it 0.90-1.0; docs/synth.md,
-# twenty-eighth session): the vendors' reconstruction filters sharpen the 2D scans, and the slice profile
-# alone leaves a real 1 mm 3D FLAIR as soft as the synthetic ones (0.71 at 1.5 mm).
+# see _edge_enhancement. Every real clinical 2D FLAIR here leaves the ventricles steeply (0.83-0.96 x the
+# brain median 1.5 mm from the wall, scripts/periventricular_profile.py --edge --clinical); synthetic
+# clinical cases without enhancement reach 0.69-0.79, with it 0.76-1.11 (median 0.90). The slice profile
+# alone leaves a real 1 mm 3D FLAIR as soft (0.71), so the real 2D scans carry their vendors'
+# reconstruction sharpening (docs/synth.md, twenty-eighth session).
 EDGE_ENHANCE_SHARE = {"clinical2d": 0.9, "research3d": 0.5, "train": 0.5}
 EDGE_ENHANCE_AMOUNT = (0.4, 1.5)
 EDGE_ENHANCE_SIGMA_MM = (1.0, 2.0)
@@ -438,10 +438,10 @@ def _simulate_resolution(rng, flair, t1, spacing_mm, record: dict):
 
 def _edge_enhancement(rng, images, spacing_mm, record: dict, share: float):
     """Unsharp-mask the images with probability ``share`` (FLAIR and T1 alike): the overshoot that
-    reconstruction filters and resampling to a template leave along edges. The labeled open_ms FLAIRs (MNI, 1 mm) rise to
-    1.11 x the brain median 1.5-2 mm from the ventricles and fall back to 1.04 by 3 mm, a bright lining
-    that their raters did not call lesion; a native 3D FLAIR here and the generator without this have
-    no such peak (docs/synth.md, session 24)."""
+    reconstruction filters and resampling to a template leave along edges. The labeled open_ms FLAIRs
+    (MNI, 1 mm) rise to 1.11 x the brain median 1.5-2 mm from the ventricles and fall back to 1.04 by
+    3 mm, a bright lining that their raters did not call lesion; a native 3D FLAIR here and the
+    generator without this have no such peak (docs/synth.md, session 24)."""
     # Drawn whether or not the case is enhanced, so the share can change without moving later draws.
     amount = float(rng.uniform(*EDGE_ENHANCE_AMOUNT))
     sigma_mm = float(rng.uniform(*EDGE_ENHANCE_SIGMA_MM))
