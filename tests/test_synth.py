@@ -188,7 +188,9 @@ def test_each_profiles_share_of_cases_is_edge_enhanced_and_records_the_draw(prof
     assert changed == int((amounts > 0).sum())
     assert abs(changed / 200 - share) < 0.1
     assert EDGE_ENHANCE_AMOUNT[0] <= amounts[amounts > 0].min() and amounts.max() <= EDGE_ENHANCE_AMOUNT[1]
-    # A generated case records its draw.
+
+
+def test_a_generated_case_records_its_edge_enhancement_draw():
     sample = generate_sample(7, **FAST)
     assert "edge_enhance" in sample.meta["acquisition"]
 
