@@ -29,7 +29,9 @@ from wmhkit.synth.contrast import (
     BIAS_SIGMA_MAX_RANDOM,
     CLINICAL2D_CORTEX_FLAIR,
     CLINICAL2D_STRIATUM_FLAIR,
+    CLASS_RANGES,
     CORTEX_CLASSES,
+    GROUP_RANGES,
     _scalp_vessel_mask,
     draw_contrast,
     render,
@@ -252,6 +254,25 @@ def test_coil_profile_brightens_the_brain_periphery_by_the_drawn_gain():
     draws = {p: np.array([draw_contrast(sample_rng(i), False, profile=p)["coil_gain"] for i in range(40)])
              for p in COIL_GAIN}
     assert draws["clinical2d"].min() >= 0.05 and draws["research3d"].min() < 0 < draws["research3d"].max()
+
+
+def test_classes_of_a_shared_tissue_draw_one_mean_from_the_groups_range():
+    # A group's classes carry no ranges of their own (they would never be read), and every one of them
+    # lands within a few percent of one mean drawn from GROUP_RANGES.
+    atlas = load_atlas()
+    for group, ranges in GROUP_RANGES.items():
+        members = [name for name, entry in CLASS_RANGES.items() if entry[0] == group]
+        assert len(members) > 1 and all(len(CLASS_RANGES[name]) == 1 for name in members)
+        # Sulcal CSF is brightened on FLAIR after the draw (inflow), so FLAIR checks the others.
+        for m, modality in enumerate(("flair", "t1")):
+            names = [n for n in members if not (modality == "flair" and n == "csf_sulcal_extracerebral")]
+            lo, hi = ranges[m]
+            for seed in range(30):
+                values = draw_contrast(sample_rng(seed), False)[f"{modality}_mean"][atlas.ids(tuple(names))]
+                # The bright-cortex distractor (8 % of cases) multiplies the FLAIR cortex by up to 1.2.
+                boost = 1.2 if (group, modality) == ("gm", "flair") else 1.0
+                assert values.max() / values.min() <= boost * 1.04 / 0.96 + 1e-6, (group, modality, seed)
+                assert lo * 0.96 <= values.min() and values.max() <= hi * 1.04 * boost, (group, modality, seed)
 
 
 def test_clinical_2d_draws_a_brighter_flair_cortex_and_striatum_and_nothing_else_changes():

@@ -40,8 +40,23 @@ PV_CLASSES = CORTEX_CLASSES + WM_CLASSES + (
     "csf_sulcal_extracerebral", "cerebellum_gm", "cerebellum_wm", "brainstem",
 )
 
-# name: (group, (FLAIR low, high), (T1 low, high)). Classes of one group share a drawn mean and differ
-# from it by a few percent, so that intensities vary inside a tissue without breaking its ordering.
+# Tissues whose classes share one drawn mean and differ from it by a few percent, so that intensities
+# vary inside a tissue without breaking its ordering: (FLAIR low, high), (T1 low, high) of that mean.
+GROUP_RANGES = {
+    # Real FLAIRs show the cortex as a brighter ribbon, by how much depends on the scan. The rendered
+    # cortex loses much of its drawn value to partial volume with sulcal CSF and white matter (see
+    # render): drawn at 1.1-1.35 x WM it rendered at ~1.0 x, and the brain's FLAIR spread (interquartile
+    # range / median, scripts/compare_flair_intensities.py) was 0.14, below every real source: 0.24 on
+    # the raw clinical scans, 0.185 on the MNI-processed labeled ones. 1.15-1.6 spans both.
+    "gm": ((1.15, 1.6), (0.55, 0.8)),
+    # It was 0.06-0.35 on FLAIR: inside the ventricles the synthetic clinical 2D FLAIRs read 0.19-0.25 x
+    # the brain's median 2.5 mm from the wall, the real ones 0.09 (0.05-0.14); at 0.03-0.25 with the
+    # clinical grids' edge enhancement, 0.12 (scripts/periventricular_profile.py --edge; docs/synth.md,
+    # twenty-eighth session). Sulcal CSF is brightened from it in contrast_params.
+    "csf": ((0.03, 0.25), (0.08, 0.3)),
+}
+
+# name: (group, (FLAIR low, high), (T1 low, high)), or (group,) for a group of GROUP_RANGES.
 CLASS_RANGES = {
     "background": ("air", (0.0, 0.0), (0.0, 0.0)),
     # WM bands share one value; render() adds smooth gradients towards ventricles and cortex instead,
@@ -49,25 +64,15 @@ CLASS_RANGES = {
     "wm_periventricular": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_deep": ("wm", (1.0, 1.0), (1.0, 1.0)),
     "wm_juxtacortical": ("wm", (1.0, 1.0), (1.0, 1.0)),
-    # Real FLAIRs show the cortex as a brighter ribbon, by how much depends on the scan. The rendered
-    # cortex loses much of its drawn value to partial volume with sulcal CSF and white matter (see
-    # render): drawn at 1.1-1.35 x WM it rendered at ~1.0 x, and the brain's FLAIR spread (interquartile
-    # range / median, scripts/compare_flair_intensities.py) was 0.14, below every real source: 0.24 on
-    # the raw clinical scans, 0.185 on the MNI-processed labeled ones. 1.15-1.6 spans both.
-    "gm_cortex_frontal": ("gm", (1.15, 1.6), (0.55, 0.8)),
-    "gm_cortex_parietooccipital": ("gm", (1.15, 1.6), (0.55, 0.8)),
-    "gm_cortex_temporal": ("gm", (1.15, 1.6), (0.55, 0.8)),
+    "gm_cortex_frontal": ("gm",),
+    "gm_cortex_parietooccipital": ("gm",),
+    "gm_cortex_temporal": ("gm",),
     "gm_deep_striatum": ("dgm", (1.02, 1.2), (0.7, 0.88)),
     "gm_deep_thalamus": ("dgm", (0.98, 1.15), (0.75, 0.92)),
-    # The CSF group's mean is drawn from this first entry (the other CSF classes differ from it by a few
-    # percent). It was 0.06-0.35: inside the ventricles the synthetic clinical 2D FLAIRs read 0.19-0.25 x
-    # the brain's median 2.5 mm from the wall, the real ones 0.09 (0.05-0.14); at 0.03-0.25 with the
-    # clinical grids' edge enhancement, 0.12 (scripts/periventricular_profile.py --edge; docs/synth.md,
-    # twenty-eighth session).
-    "csf_lateral_ventricle": ("csf", (0.03, 0.25), (0.08, 0.3)),
-    "csf_third_fourth_ventricle": ("csf", (0.08, 0.4), (0.08, 0.3)),
-    "csf_sulcal_extracerebral": ("csf", (0.06, 0.35), (0.1, 0.35)),
-    "cerebellum_gm": ("gm", (1.1, 1.35), (0.6, 0.8)),
+    "csf_lateral_ventricle": ("csf",),
+    "csf_third_fourth_ventricle": ("csf",),
+    "csf_sulcal_extracerebral": ("csf",),
+    "cerebellum_gm": ("gm",),
     "cerebellum_wm": ("wm", (0.95, 1.08), (0.92, 1.0)),
     "brainstem": ("wm", (1.0, 1.25), (0.85, 1.0)),
     "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
@@ -118,9 +123,9 @@ CLINICAL2D_STRIATUM_FLAIR = (1.1, 1.34)
 
 def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str = "train") -> dict:
     """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings for an output grid of
-    ``profile`` ('clinical2d', 'research3d' or 'train'): a clinical 2D grid draws the FLAIR cortex from
-    CLINICAL2D_CORTEX_FLAIR and the striatum from CLINICAL2D_STRIATUM_FLAIR instead of their CLASS_RANGES
-    entries, and each profile its COIL_GAIN.
+    ``profile`` ('clinical2d', 'research3d' or 'train'): a clinical 2D grid draws the FLAIR grey matter
+    from CLINICAL2D_CORTEX_FLAIR instead of GROUP_RANGES and the striatum from CLINICAL2D_STRIATUM_FLAIR
+    instead of CLASS_RANGES, and each profile its COIL_GAIN.
 
     Returns a dict of plain values (JSON-able apart from the (n_labels,) float arrays under
     ``flair_mean``, ``flair_std``, ``t1_mean``, ``t1_std``).
@@ -134,7 +139,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str 
         mean = np.zeros(n, np.float32)
         for k, name in sorted(names.items()):
             group, *ranges = CLASS_RANGES[name]
-            lo, hi = ranges[m]
+            lo, hi = (GROUP_RANGES[group] if group in GROUP_RANGES else ranges)[m]
             if clinical2d and modality == "flair" and group == "gm":
                 lo, hi = CLINICAL2D_CORTEX_FLAIR
             if clinical2d and modality == "flair" and name == "gm_deep_striatum":
@@ -147,7 +152,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str 
                 mean[k] = group_mean[group] * rng.uniform(0.9, 1.1)
             elif group == "wm":
                 mean[k] = 1.0
-            elif group in ("gm", "csf"):
+            elif group in GROUP_RANGES:
                 # One draw per tissue, a few percent between its sub-classes.
                 if group not in group_mean:
                     group_mean[group] = rng.uniform(lo, hi)
