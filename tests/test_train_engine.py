@@ -173,6 +173,34 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_data):
     assert not all(torch.equal(whole[k], half[k]) for k in whole)
 
 
+def test_tail_averaging_exports_the_mean_of_the_last_steps_and_survives_a_resume(tmp_path, tiny_data):
+    config = load_config(tiny_config(tiny_data, tmp_path, steps=8, schedule="cosine"), ["optim.average_tail=0.5"])
+    train(config, tmp_path / "whole", progress=False)
+    # Steps 5-8 are the last half: their weights, each from a run stopped there (runs resume exactly).
+    weights = []
+    for stop in (5, 6, 7):
+        train(config, tmp_path / f"stop{stop}", stop_at=stop, progress=False)
+        weights.append(torch.load(tmp_path / f"stop{stop}" / "last.pt", weights_only=False)["model"])
+    weights.append(torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"])
+    averaged = torch.load(tmp_path / "whole" / "model_averaged.pt", weights_only=True)
+    assert averaged["info"]["averaged_steps"] == [5, 8]
+    floats = [k for k, v in weights[0].items() if v.is_floating_point()]
+    assert any("running_mean" in k for k in floats)  # BatchNorm statistics are averaged too
+    for key in floats:
+        mean = torch.stack([w[key] for w in weights]).mean(0)
+        torch.testing.assert_close(averaged["state_dict"][key], mean, rtol=1e-5, atol=1e-6)
+    assert not all(torch.equal(averaged["state_dict"][k], weights[-1][k]) for k in floats)
+    train(config, tmp_path / "parts", stop_at=6, progress=False)
+    train(config, tmp_path / "parts", resume=True, progress=False)
+    resumed = torch.load(tmp_path / "parts" / "model_averaged.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(resumed[k], averaged["state_dict"][k]) for k in resumed)
+    exported, _ = load_exported(tmp_path / "whole" / "model_averaged.pt")  # loads as a network
+    assert not exported.training
+    with pytest.raises(ValueError, match="optim.average_tail"):
+        train(load_config(tiny_config(tiny_data, tmp_path), ["optim.average_tail=1.0"]), tmp_path / "bad",
+              progress=False)
+
+
 def test_budgeted_steps_fit_the_time_left_within_the_config():
     assert budgeted_steps(3000, 25, 2.0, 100.0) == 75  # 100 s left at 2 s a step: 50 more
     assert budgeted_steps(60, 25, 2.0, 1e6) == 60  # a generous budget never adds steps

@@ -62,6 +62,9 @@ DEFAULTS: dict[str, dict] = {
         "steps": 2000,
         "batch_size": 8,
         "clip": 5.0,
+        # Share of the last steps whose weights are averaged into model_averaged.pt (0: none); the
+        # budget's step count decides where that tail begins.
+        "average_tail": 0.0,
         "precision": "auto",  # auto (bf16 where the device computes it natively, else fp32) | bf16 | fp32
     },
     "run": {

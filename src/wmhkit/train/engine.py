@@ -7,6 +7,8 @@
   step number alone fixes which data comes next.
 * ``best.pt`` and ``model.pt``: exported models (network name, architecture config, input recipe,
   weights) — the best by validation Dice, and the final one.
+* ``model_averaged.pt`` with ``optim.average_tail = f`` > 0: the mean of the weights (and BatchNorm
+  statistics) after every step of the run's last share ``f`` of steps (tail, or Polyak, averaging).
 * ``metrics.csv`` (a row per validation), ``log.csv`` (a row per step), ``curves.png``.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on its own share of every global batch and
@@ -283,6 +285,20 @@ def make_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer
     raise ValueError(f"optim.name must be adam, adamw or sgd, not {name!r}")
 
 
+def average_tail(optim: dict) -> float:
+    """``optim.average_tail``: the share of the run's last steps whose weights are averaged (0: none)."""
+    tail = float(optim.get("average_tail") or 0.0)
+    if not 0.0 <= tail < 1.0:
+        raise ValueError(f"optim.average_tail must be at least 0 and below 1, not {tail}")
+    return tail
+
+
+def weight_average(model: torch.nn.Module) -> torch.optim.swa_utils.AveragedModel:
+    """An equal-weight running mean of ``model``'s parameters and buffers (BatchNorm statistics too, so
+    the average needs no extra pass over the data to renormalise)."""
+    return torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
+
+
 def learning_rate(step: int, optim: dict) -> float:
     """Warm-up then constant, cosine or polynomial (0.9, as nnU-Net) decay to 0 at optim.steps."""
     base, steps, warmup = optim["lr"], optim["steps"], optim["warmup_steps"]
@@ -362,6 +378,7 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     runtime.barrier()
     optim, run = config["optim"], config["run"]
     autocast = autocast_for(optim["precision"], runtime.device)  # before synthesis: a bad value fails fast
+    tail = average_tail(optim)
     torch.manual_seed(run["seed"])
     sources, validation, test = load_sources(config, out / "cache", progress and runtime.main)
     dims = network_dims(config["model"]["name"])
@@ -379,11 +396,15 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     optimizer = make_optimizer(model, optim)
     step, best = 0, -1.0
     init_note = None
+    averaged = None
     if resume and last_path.exists():
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
         step, best = saved["step"], saved["best"]
+        if saved.get("averaged") is not None:
+            averaged = weight_average(model)
+            averaged.load_state_dict(saved["averaged"])
     elif init:
         init_note = load_initial_weights(model, Path(init))
         if runtime.main and progress:
@@ -436,6 +457,10 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip"])
         optimizer.step()
         step += 1
+        if tail > 0 and (averaged is not None or step > (1.0 - tail) * optim["steps"]):
+            if averaged is None:
+                averaged = weight_average(model)
+            averaged.update_parameters(model)
         logger.step(step, float(loss.item()), lr, time.perf_counter() - start)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -465,7 +490,7 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
         if runtime.main and (step % run["checkpoint_every"] == 0 or boundary):
             if budget is not None and budget.record["refits"]:
                 description["time_budget"] = budget.state()
-            _save_state(last_path, model, optimizer, step, best, config, description)
+            _save_state(last_path, model, optimizer, step, best, config, description, averaged)
         runtime.barrier()
         if step >= last:
             break
@@ -475,6 +500,11 @@ def _train(config, out, runtime, resume, init, stop_at, progress) -> Path:
     if runtime.main:
         if step >= optim["steps"]:
             export_model(exported, model, config, {"step": step, "data": description, "git": git_hash()})
+            if averaged is not None:
+                count = int(averaged.n_averaged)
+                export_model(out / "model_averaged.pt", averaged.module, config,
+                             {"step": step, "averaged_steps": [step - count + 1, step], "data": description,
+                              "git": git_hash()})
         logger.plot()
     runtime.barrier()
     return exported
@@ -504,10 +534,12 @@ def _score_text(scores: dict) -> str:
     return "; ".join(parts)
 
 
-def _save_state(path: Path, model, optimizer, step: int, best: float, config: dict, description: dict) -> None:
+def _save_state(path: Path, model, optimizer, step: int, best: float, config: dict, description: dict,
+                averaged=None) -> None:
     payload = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
         "config": config, "data": description, "git": git_hash(), "torch_rng": torch.get_rng_state(),
+        "averaged": None if averaged is None else averaged.state_dict(),
     }
     save_torch(payload, path)
 
