@@ -173,6 +173,28 @@ def test_ventricle_wall_voxels_render_by_the_share_the_surface_cuts_off():
         assert 0.5 - hi - 0.1 < share < 0.5 - lo + 0.1, (lo, share)
 
 
+def test_white_matter_varies_regionally_by_the_drawn_sd_brighter_on_flair_where_darker_on_t1():
+    atlas = load_atlas()
+    rng = sample_rng(7)
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    contrast = draw_contrast(rng, random_contrast=False)
+    assert 0.04 <= contrast["wm_regional"] <= 0.1
+    contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.0,
+                    jc_gradient=0.0, ependymal_rim=0.0, wm_regional_scale_mm=12.0)
+    contrast["flair_std"] = contrast["flair_std"] * 0  # the regional field is then deep WM's only variation
+    contrast["t1_std"] = contrast["t1_std"] * 0
+    deep = ndi.binary_erosion(anat.labels == atlas.id("wm_deep"), iterations=3)
+    spread = {}
+    for sd in (0.0, 0.08):
+        contrast["wm_regional"] = sd
+        flair, t1 = render(sample_rng(1), anat, np.zeros(anat.labels.shape, np.float32), contrast, 1.0)
+        spread[sd] = float(np.std(flair[deep]) / np.median(flair[deep]))
+    assert spread[0.0] < 0.01 and 0.04 < spread[0.08] < 0.12, spread
+    assert np.corrcoef(flair[deep], t1[deep])[0, 1] < -0.9
+
+
 def test_thin_sulci_render_grey_not_as_dark_as_ventricles():
     ratios = []
     for seed in range(8):

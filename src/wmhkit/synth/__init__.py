@@ -297,6 +297,8 @@ def _describe(*, seed, index, geom: Geometry, skull, age, atrophy, severity, tar
             "csf_flow_artefact": round(contrast["flow_artefact"], 3),
             "ependymal_rim": round(contrast["ependymal_rim"], 3),
             "periventricular_gradient": round(contrast["pv_gradient"], 3),
+            "wm_regional_sd": round(contrast["wm_regional"], 4),
+            "wm_regional_scale_mm": round(contrast["wm_regional_scale_mm"], 2),
             "vessels": contrast["vessels"],
             "scalp_vessels": contrast["scalp_vessels"],
             "septum_flair_rel_wm": round(float(contrast["flair_mean"][atlas.id("septum_pellucidum")]), 3),

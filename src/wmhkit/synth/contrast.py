@@ -98,6 +98,16 @@ CLASS_RANGES = {
     "dura_meninges": ("dura", (0.05, 0.25), (0.2, 0.7)),
 }
 
+# Regional variation of white matter (render): smooth patches a centimetre or two across, a few percent
+# brighter or darker on FLAIR (darker or brighter on T1), that no rater calls lesion. Measured as the SD
+# of FLAIR smoothed at 4 mm over FLAIR smoothed at 20 mm inside white matter eroded by 3 mm, lesions
+# dilated by 4 mm left out (a dev script, docs/synth.md, twenty-ninth session): 0.049-0.050 on the
+# labeled real cases with few lesions, 0.017-0.030 on synthetic research 3D cases without it and
+# 0.035-0.060 (median 0.039) with it. The 3D networks' false alarms on those real cases were such
+# patches, 1-4 ml at 1.05-1.2 x the brain median.
+WM_REGIONAL_SD = (0.04, 0.1)
+WM_REGIONAL_SCALE_MM = (8.0, 16.0)
+
 # Scalp vessels (render): real clinical FLAIRs show small bright dots in the scalp around the head, on
 # an axial slice through the ventricles 2-64 of them (median 11; scripts/scalp_rim_profile.py, "dots"),
 # every scan some; without vessels the synthetic heads had none.
@@ -197,6 +207,8 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str 
     out["flow_artefact"] = float(rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0)
     out["vessels"] = int(rng.integers(5, 40) if rng.random() < 0.5 else 0)
     out["scalp_vessels"] = int(rng.integers(*SCALP_VESSELS) if rng.random() < SCALP_VESSEL_SHARE else 0)
+    out["wm_regional"] = float(rng.uniform(*WM_REGIONAL_SD))
+    out["wm_regional_scale_mm"] = float(rng.uniform(*WM_REGIONAL_SCALE_MM))
     return out
 
 
@@ -224,6 +236,9 @@ def render(
     wm_gradient += contrast["jc_gradient"] * np.exp(-anat.d_csf.ravel()[wm_idx] / 4.0)
     if contrast["ependymal_rim"] > 0:
         wm_gradient += contrast["ependymal_rim"] * (anat.d_vent.ravel()[wm_idx] <= 1.0)
+    if contrast.get("wm_regional", 0.0) > 0:
+        scale_vox = contrast["wm_regional_scale_mm"] / spacing_mm
+        wm_gradient += contrast["wm_regional"] * smooth_noise_at(rng, shape, scale_vox, wm_idx)
     les_idx = np.flatnonzero(lesion_frac)
     les_frac = lesion_frac.ravel()[les_idx]
     vessels = _vessel_mask(rng, labels, contrast["vessels"])

@@ -47,10 +47,10 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # x white matter, was 1.02-1.2); 22: the head's width / length drawn around the real median 0.81 with
 # the template-registered scans' proportions in the upper half, 0.72-0.93; 23: 90 % of the clinical 2D
 # cases edge-enhanced (the real 2D FLAIRs' steep ventricle walls), CSF on FLAIR drawn 0.03-0.25 x white
-# matter (was 0.06-0.35).
+# matter (was 0.06-0.35); 24: regional white-matter variation (smooth 8-16 mm patches, SD 0.02-0.06).
 # 14 was a periventricular lining, tried and reverted in session 18, and 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23: their caches are not these.)
-CACHE_VERSION = 23
+CACHE_VERSION = 24
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
