@@ -133,7 +133,7 @@ def test_cortex_white_matter_boundary_renders_as_a_blend():
     anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
     contrast = draw_contrast(rng, random_contrast=False)
     contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.0, jc_gradient=0.0,
-                    ependymal_rim=0.0)
+                    ependymal_rim=0.0, wm_regional=0.0)
     flair, _ = render(rng, anat, np.zeros(anat.labels.shape, np.float32), contrast, 1.0)
     wm = (anat.labels == atlas.id("wm_juxtacortical")) & (anat.csf_frac < 0.02)
     cortex = (anat.labels == atlas.id("gm_cortex_frontal")) & (anat.csf_frac < 0.02)
@@ -163,7 +163,7 @@ def test_ventricle_wall_voxels_render_by_the_share_the_surface_cuts_off():
     assert np.unique(np.round(offsets, 2)).size > 20  # the atlas alone gives 0.5 mm steps
     contrast = draw_contrast(rng, random_contrast=False)
     contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.0,
-                    jc_gradient=0.0, ependymal_rim=0.0)
+                    jc_gradient=0.0, ependymal_rim=0.0, wm_regional=0.0)
     flair, _ = render(rng, anat, np.zeros(anat.labels.shape, np.float32), contrast, 1.0)
     pure_wm = np.median(flair[wm & (anat.vent_surface > 1.0) & (anat.vent_surface < 3.0) & (anat.gm_share == 0)])
     pure_csf = np.median(flair[vent & (anat.vent_surface < -1.0)])

@@ -52,7 +52,7 @@ GROUP_RANGES = {
     # It was 0.06-0.35 on FLAIR: inside the ventricles the synthetic clinical 2D FLAIRs read 0.19-0.25 x
     # the brain's median 2.5 mm from the wall, the real ones 0.09 (0.05-0.14); at 0.03-0.25 with the
     # clinical grids' edge enhancement, 0.12 (scripts/periventricular_profile.py --edge; docs/synth.md,
-    # twenty-eighth session). Sulcal CSF is brightened from it in contrast_params.
+    # twenty-eighth session). Sulcal CSF is brightened from it in draw_contrast.
     "csf": ((0.03, 0.25), (0.08, 0.3)),
 }
 
@@ -236,7 +236,7 @@ def render(
     wm_gradient += contrast["jc_gradient"] * np.exp(-anat.d_csf.ravel()[wm_idx] / 4.0)
     if contrast["ependymal_rim"] > 0:
         wm_gradient += contrast["ependymal_rim"] * (anat.d_vent.ravel()[wm_idx] <= 1.0)
-    if contrast.get("wm_regional", 0.0) > 0:
+    if contrast["wm_regional"] > 0:
         scale_vox = contrast["wm_regional_scale_mm"] / spacing_mm
         wm_gradient += contrast["wm_regional"] * smooth_noise_at(rng, shape, scale_vox, wm_idx)
     les_idx = np.flatnonzero(lesion_frac)
