@@ -32,6 +32,8 @@ from wmhkit.synth.contrast import (
     CLASS_RANGES,
     CORTEX_CLASSES,
     GROUP_RANGES,
+    LESION_FLAIR,
+    LESION_FLAIR_SUBTLE,
     _scalp_vessel_mask,
     draw_contrast,
     render,
@@ -193,6 +195,34 @@ def test_white_matter_varies_regionally_by_the_drawn_sd_brighter_on_flair_where_
         spread[sd] = float(np.std(flair[deep]) / np.median(flair[deep]))
     assert spread[0.0] < 0.01 and 0.04 < spread[0.08] < 0.12, spread
     assert np.corrcoef(flair[deep], t1[deep])[0, 1] < -0.9
+
+
+def test_a_lesion_stands_out_from_its_own_white_matter_by_the_drawn_contrast_in_the_halo_too():
+    atlas = load_atlas()
+    rng = sample_rng(8)
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    contrast = draw_contrast(rng, random_contrast=False)
+    assert LESION_FLAIR_SUBTLE[0] <= contrast["lesion_flair_contrast"] <= LESION_FLAIR[1]
+    # A strong normal periventricular rise: the white matter a periventricular lesion replaces is brighter
+    # than deep white matter, and the lesion must still stand out from it by its contrast.
+    contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.3,
+                    wm_regional=0.0, lesion_heterogeneity=0.0, lesion_flair_contrast=0.2)
+    contrast["flair_std"] = contrast["flair_std"] * 0
+    contrast["t1_std"] = contrast["t1_std"] * 0
+    wm = np.isin(anat.labels, atlas.ids(("wm_periventricular", "wm_deep", "wm_juxtacortical")))
+    near = wm & (anat.d_vent <= 2.0)
+    far = wm & (anat.d_vent >= 15.0)
+    assert near.sum() > 50 and far.sum() > 50
+    fraction = np.zeros(anat.labels.shape, np.float32)
+    fraction[near] = 1.0
+    fraction[far] = 0.5
+    plain, _ = render(sample_rng(2), anat, np.zeros_like(fraction), contrast, 1.0)
+    lesional, _ = render(sample_rng(2), anat, fraction, contrast, 1.0)
+    assert np.median(plain[near]) > 1.1 * np.median(plain[far])  # the halo is there
+    np.testing.assert_allclose(lesional[near] / plain[near], 1.2, rtol=1e-3)
+    np.testing.assert_allclose(lesional[far] / plain[far], 1.1, rtol=1e-3)  # half the voxel is lesion
 
 
 def test_thin_sulci_render_grey_not_as_dark_as_ventricles():

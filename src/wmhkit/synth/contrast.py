@@ -131,6 +131,17 @@ CLINICAL2D_CORTEX_FLAIR = (1.3, 1.8)
 CLINICAL2D_STRIATUM_FLAIR = (1.1, 1.34)
 
 
+# Lesion FLAIR contrast over the white matter at the lesion (a share of cases subtle). The rated lesions of
+# the 3 labeled real cases render at 1.31-1.40 x the white matter 2-6 voxels around them (volume-weighted
+# median per case), none of their volume under 1.10 and 0-9 % in 1.10-1.20 (scripts/lesion_visibility.py).
+# Until cache 24, lesions took a fixed multiple of deep white matter (+8-25 % subtle, else +30-110 %)
+# whatever the tissue they replaced: in the brighter periventricular white matter, subtle ones rendered at
+# 1.03-1.07 x their surroundings (a third of the realistic training cases' lesion volume was under 1.10 in
+# some cases), labelled but invisible, and the bright ones at up to 2.2 (docs/training.md, session 30).
+LESION_FLAIR_SUBTLE = (0.15, 0.2)
+LESION_FLAIR = (0.2, 0.7)
+
+
 def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str = "train") -> dict:
     """Per-class mean/std for FLAIR and T1 plus lesion and artefact settings for an output grid of
     ``profile`` ('clinical2d', 'research3d' or 'train'): a clinical 2D grid draws the FLAIR grey matter
@@ -189,7 +200,7 @@ def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str 
         out[f"{modality}_std"] = std
     # Lesion contrast: FLAIR always brighter than WM, sometimes subtly; T1 iso- to hypointense.
     subtle = rng.random() < 0.15
-    out["lesion_flair_contrast"] = float(rng.uniform(0.08, 0.25) if subtle else rng.uniform(0.3, 1.1))
+    out["lesion_flair_contrast"] = float(rng.uniform(*LESION_FLAIR_SUBTLE) if subtle else rng.uniform(*LESION_FLAIR))
     out["lesion_t1_contrast"] = float(rng.uniform(0.0, 0.4))
     out["lesion_heterogeneity"] = float(rng.uniform(0.03, 0.2))
     # Tissue grain (1-3 mm): real white matter is never as flat as one drawn value plus noise.
@@ -325,8 +336,10 @@ def render(
                 lesion = 1.0 - contrast["lesion_t1_contrast"] * (1.0 + contrast["lesion_heterogeneity"] * h)
             wm_ref = float(mean[atlas.id("wm_deep")])
             noise = 1.0 + std[labels.ravel()[les_idx]] / max(wm_ref, 1e-3) * rng.standard_normal(les_idx.size)
-            # The lesion replaces the tissue in proportion to its partial volume.
-            flat[les_idx] = flat[les_idx] * (1.0 - les_frac) + les_frac * wm_ref * lesion * noise
+            # The lesion's share of a voxel is its own tissue changed by the lesion's contrast, so a lesion
+            # stands out from the white matter around it (halo, regional variation, wall partial volume
+            # included) by the drawn contrast, as raters see it (LESION_FLAIR).
+            flat[les_idx] *= 1.0 + les_frac * (lesion * noise - 1.0)
         img *= bias[m]
         np.clip(img, 0.0, None, out=img)
         images.append(img.astype(np.float32, copy=False))
