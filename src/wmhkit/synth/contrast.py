@@ -134,12 +134,14 @@ CLINICAL2D_STRIATUM_FLAIR = (1.1, 1.34)
 # Lesion FLAIR contrast over the white matter at the lesion (a share of cases subtle). The rated lesions of
 # the 3 labeled real cases render at 1.31-1.40 x the white matter 2-6 voxels around them (volume-weighted
 # median per case), none of their volume under 1.10 and 0-9 % in 1.10-1.20 (scripts/lesion_visibility.py).
-# Until cache 24, lesions took a fixed multiple of deep white matter (+8-25 % subtle, else +30-110 %)
-# whatever the tissue they replaced: in the brighter periventricular white matter, subtle ones rendered at
-# 1.03-1.07 x their surroundings (a third of the realistic training cases' lesion volume was under 1.10 in
-# some cases), labelled but invisible, and the bright ones at up to 2.2 (docs/training.md, session 30).
-LESION_FLAIR_SUBTLE = (0.15, 0.2)
-LESION_FLAIR = (0.2, 0.7)
+# A drawn contrast renders at 0.4-0.9 of itself: soft edges, partial volume and thick slices dilute it,
+# most in small lesions. Until cache 24, lesions took a fixed multiple of deep white matter (+8-25 %
+# subtle, else +30-110 %) whatever tissue they replaced; the subtle cases rendered at 1.03-1.07 x their
+# surroundings (in the brighter periventricular halo, below it): labelled but invisible; 16 % of the
+# lesion volume of cache 24's training cases rendered under 1.10 (docs/training.md, session 30).
+# Subtle cases now render at 1.13-1.19.
+LESION_FLAIR_SUBTLE = (0.25, 0.35)
+LESION_FLAIR = (0.3, 1.0)
 
 
 def draw_contrast(rng: np.random.Generator, random_contrast: bool, profile: str = "train") -> dict:

@@ -48,11 +48,12 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # the template-registered scans' proportions in the upper half, 0.72-0.93; 23: 90 % of the clinical 2D
 # cases edge-enhanced (the real 2D FLAIRs' steep ventricle walls), CSF on FLAIR drawn 0.03-0.25 x white
 # matter (was 0.06-0.35); 24: regional white-matter variation (smooth 8-16 mm patches, SD 0.04-0.1);
-# 25: lesions drawn over the white matter they replace, +18-30 % subtle, else +30-90 % (was a fixed
-# multiple of deep white matter, +8-25 % / +30-110 %).
+# 25: lesions drawn over the white matter they replace, +15-20 % subtle, else +20-70 % (was a fixed
+# multiple of deep white matter, +8-25 % / +30-110 %): its subtle cases still rendered invisible
+# (session 30, not trained on); 26: the same with +25-35 % subtle, else +30-100 %.
 # 14 was a periventricular lining, tried and reverted in session 18, and 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23: their caches are not these.)
-CACHE_VERSION = 25
+CACHE_VERSION = 26
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
