@@ -327,6 +327,14 @@ def test_classes_of_a_shared_tissue_draw_one_mean_from_the_groups_range():
                 assert lo * 0.96 <= values.min() and values.max() <= hi * 1.04 * boost, (group, modality, seed)
 
 
+def test_the_septum_is_drawn_no_brighter_than_white_matter_on_flair():
+    # Real clinical FLAIRs show the septum at 0.60-1.20 x the brain's median (median 0.67); drawn up to
+    # 1.7 x white matter, the synthetic septum rendered at 1.30 and read as "a bright rod" (session 30).
+    septum = load_atlas().id("septum_pellucidum")
+    levels = np.array([draw_contrast(sample_rng(seed), False)["flair_mean"][septum] for seed in range(60)])
+    assert levels.max() <= 0.9 * 1.04 and 0.45 < np.median(levels) < 0.75
+
+
 def test_clinical_2d_draws_a_brighter_flair_cortex_and_striatum_and_nothing_else_changes():
     atlas = load_atlas()
     cortex = atlas.ids(CORTEX_CLASSES)

@@ -75,7 +75,10 @@ CLASS_RANGES = {
     "cerebellum_gm": ("gm",),
     "cerebellum_wm": ("wm", (0.95, 1.08), (0.92, 1.0)),
     "brainstem": ("wm", (1.0, 1.25), (0.85, 1.0)),
-    "septum_pellucidum": ("septum", (0.4, 1.7), (0.3, 0.9)),
+    # The septum's brightest FLAIR on the real clinical 2D scans is 0.60-1.20 x the brain's median
+    # (median 0.67; scripts/periventricular_profile.py --septum). Drawn at 0.4-1.7 x WM it rendered at
+    # 1.30 (clinical 2D, seed 11), "a bright rod" to readers; at 0.3-0.9, 0.78 (research 3D 0.90).
+    "septum_pellucidum": ("septum", (0.3, 0.9), (0.3, 0.9)),
     "choroid_plexus": ("choroid", (0.3, 1.6), (0.3, 0.8)),
     # Outside the brain, real clinical FLAIRs are dark: over the head around the brain the median is
     # ~0.33 x the brain's median and even the brightest 3 % (scalp fat) reach only 0.6-1.1 x it. Under
