@@ -30,12 +30,12 @@ from scipy import ndimage as ndi
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from wm_midscale_variation import REAL, WHITE_MATTER, labeled_real_cases  # noqa: E402
 from wmhkit import synth  # noqa: E402
 from wmhkit.synth.anatomy import load_atlas  # noqa: E402
 
-REAL = REPO.parent / "shared" / "data" / "open_ms" / "labeled_mni"
-WHITE_MATTER = ("wm_periventricular", "wm_deep", "wm_juxtacortical")
 SHELL_VOXELS = (2, 6)
 MIN_SHELL_VOXELS = 20
 BANDS = (1.10, 1.20)
@@ -70,18 +70,11 @@ def summary(rows: np.ndarray) -> str:
 
 
 def real_rows():
-    atlas = load_atlas()
-    wm_ids = atlas.ids(WHITE_MATTER)
-    for case in sorted(REAL.iterdir()):
-        image = nib.load(str(case / "FLAIR.nii.gz"))
-        flair = image.get_fdata(dtype=np.float32)
-        brain = flair > 0
-        t1 = nib.load(str(case / "T1.nii.gz")).get_fdata(dtype=np.float32)
-        lesions = nib.load(str(case / "lesions.nii.gz")).get_fdata() > 0
-        to_atlas = np.linalg.solve(atlas.affine, image.affine)
-        labels = ndi.affine_transform(atlas.labels, to_atlas[:3, :3], to_atlas[:3, 3], output_shape=flair.shape, order=0)
-        white_matter = np.isin(labels, wm_ids) & (t1 > np.percentile(t1[brain], 60))
-        yield f"real {case.name} ({lesions.sum() / 1000:.1f} ml)", lesion_shell_ratios(flair, white_matter, lesions)
+    for name, _, flair, lesions, white_matter in labeled_real_cases():
+        # The atlas alone puts misregistered grey matter into white matter: keep its bright-T1 part.
+        t1 = nib.load(str(REAL / name / "T1.nii.gz")).get_fdata(dtype=np.float32)
+        white_matter = white_matter & (t1 > np.percentile(t1[flair > 0], 60))
+        yield f"real {name} ({lesions.sum() / 1000:.1f} ml)", lesion_shell_ratios(flair, white_matter, lesions)
 
 
 def synthetic_rows(n: int, seed: int, profile: str):

@@ -26,7 +26,9 @@ from scipy import ndimage as ndi
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from wm_midscale_variation import atlas_labels_on  # noqa: E402
 from wmhkit.io import load_image, load_labels  # noqa: E402
 from wmhkit.segment import load_model, resolve_model, segment_scan  # noqa: E402
 from wmhkit.synth.anatomy import load_atlas  # noqa: E402
@@ -91,9 +93,7 @@ def locate(model_name: str) -> None:
         for name, region in (("false positives", false_positive), ("rated", rated), ("missed", missed)):
             if region.any():
                 print(describe_region(name, region, distance_mm, data / median))
-        to_atlas = np.linalg.solve(atlas.affine, flair.affine)
-        atlas_labels = ndi.affine_transform(atlas.labels, to_atlas[:3, :3], to_atlas[:3, 3], output_shape=data.shape,
-                                            order=0)
+        atlas_labels = atlas_labels_on(atlas, data.shape, flair.affine)
         for line in largest_components(false_positive, atlas_labels, atlas.names, flair.affine):
             print(line)
 

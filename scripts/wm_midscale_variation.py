@@ -38,6 +38,12 @@ FINE_MM, COARSE_MM, ERODE_MM = 4.0, 20.0, 3.0
 LESION_MARGIN_VOXELS = 4
 
 
+def atlas_labels_on(atlas, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """The generator's atlas labels (MNI space) on a grid in MNI space, by the affines alone (nearest)."""
+    to_atlas = np.linalg.solve(atlas.affine, affine)
+    return ndi.affine_transform(atlas.labels, to_atlas[:3, :3], to_atlas[:3, 3], output_shape=shape, order=0)
+
+
 def normalised_smooth(volume: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
     """Gaussian mean of ``volume`` over ``mask`` only (same shape), sigma in voxels."""
     weights = mask.astype(np.float32)
@@ -60,17 +66,22 @@ def summary(ratio: np.ndarray) -> str:
     return f"p5/25/75/95 {' / '.join(f'{v:.3f}' for v in p)}, SD {np.std(ratio):.4f}"
 
 
-def real_rows():
+def labeled_real_cases():
+    """(name, FLAIR image, FLAIR array, rated lesions, atlas white matter) of each labeled MNI case."""
     atlas = load_atlas()
     wm_ids = atlas.ids(WHITE_MATTER)
     for case in sorted(REAL.iterdir()):
         image = nib.load(str(case / "FLAIR.nii.gz"))
         flair = image.get_fdata(dtype=np.float32)
         lesions = nib.load(str(case / "lesions.nii.gz")).get_fdata() > 0
-        to_atlas = np.linalg.solve(atlas.affine, image.affine)
-        labels = ndi.affine_transform(atlas.labels, to_atlas[:3, :3], to_atlas[:3, 3], output_shape=flair.shape, order=0)
-        ratio = midscale_ratio(flair, np.isin(labels, wm_ids), lesions, float(voxel_sizes(image.affine).min()))
-        yield f"real {case.name} (lesions {lesions.sum() / 1000:.1f} ml)", ratio
+        white_matter = np.isin(atlas_labels_on(atlas, flair.shape, image.affine), wm_ids)
+        yield case.name, image, flair, lesions, white_matter
+
+
+def real_rows():
+    for name, image, flair, lesions, white_matter in labeled_real_cases():
+        ratio = midscale_ratio(flair, white_matter, lesions, float(voxel_sizes(image.affine).min()))
+        yield f"real {name} (lesions {lesions.sum() / 1000:.1f} ml)", ratio
 
 
 def synthetic_rows(n: int, seed: int, profile: str):

@@ -175,18 +175,27 @@ def test_ventricle_wall_voxels_render_by_the_share_the_surface_cuts_off():
         assert 0.5 - hi - 0.1 < share < 0.5 - lo + 0.1, (lo, share)
 
 
-def test_white_matter_varies_regionally_by_the_drawn_sd_brighter_on_flair_where_darker_on_t1():
-    atlas = load_atlas()
-    rng = sample_rng(7)
+def _mid_brain_without_distractors(seed: int):
+    """(anatomy, contrast) on a 1 mm grid over the middle of the brain, with the draw's texture, bias,
+    coil gain, vessels, CSF flow and tissue noise turned off, so that one effect can be measured alone."""
+    rng = sample_rng(seed)
     grid = np.diag([1.0, 1.0, 1.0, 1.0])
     grid[:3, 3] = [-48.0, -56.0, -30.0]
     anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
     contrast = draw_contrast(rng, random_contrast=False)
-    assert 0.04 <= contrast["wm_regional"] <= 0.1
-    contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.0,
-                    jc_gradient=0.0, ependymal_rim=0.0, wm_regional_scale_mm=12.0)
-    contrast["flair_std"] = contrast["flair_std"] * 0  # the regional field is then deep WM's only variation
+    drawn = dict(contrast)
+    contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0)
+    contrast["flair_std"] = contrast["flair_std"] * 0
     contrast["t1_std"] = contrast["t1_std"] * 0
+    return anat, contrast, drawn
+
+
+def test_white_matter_varies_regionally_by_the_drawn_sd_brighter_on_flair_where_darker_on_t1():
+    atlas = load_atlas()
+    anat, contrast, drawn = _mid_brain_without_distractors(7)
+    assert 0.04 <= drawn["wm_regional"] <= 0.1
+    # Without the tissue noise and gradients the regional field is deep WM's only variation.
+    contrast.update(pv_gradient=0.0, jc_gradient=0.0, ependymal_rim=0.0, wm_regional_scale_mm=12.0)
     deep = ndi.binary_erosion(anat.labels == atlas.id("wm_deep"), iterations=3)
     spread = {}
     for sd in (0.0, 0.08):
@@ -199,18 +208,11 @@ def test_white_matter_varies_regionally_by_the_drawn_sd_brighter_on_flair_where_
 
 def test_a_lesion_stands_out_from_its_own_white_matter_by_the_drawn_contrast_in_the_halo_too():
     atlas = load_atlas()
-    rng = sample_rng(8)
-    grid = np.diag([1.0, 1.0, 1.0, 1.0])
-    grid[:3, 3] = [-48.0, -56.0, -30.0]
-    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
-    contrast = draw_contrast(rng, random_contrast=False)
-    assert LESION_FLAIR_SUBTLE[0] <= contrast["lesion_flair_contrast"] <= LESION_FLAIR[1]
+    anat, contrast, drawn = _mid_brain_without_distractors(8)
+    assert LESION_FLAIR_SUBTLE[0] <= drawn["lesion_flair_contrast"] <= LESION_FLAIR[1]
     # A strong normal periventricular rise: the white matter a periventricular lesion replaces is brighter
     # than deep white matter, and the lesion must still stand out from it by its contrast.
-    contrast.update(texture=0.0, bias_sigma=0.0, coil_gain=[0.0, 0.0], vessels=0, flow_artefact=0.0, pv_gradient=0.3,
-                    wm_regional=0.0, lesion_heterogeneity=0.0, lesion_flair_contrast=0.2)
-    contrast["flair_std"] = contrast["flair_std"] * 0
-    contrast["t1_std"] = contrast["t1_std"] * 0
+    contrast.update(pv_gradient=0.3, wm_regional=0.0, lesion_heterogeneity=0.0, lesion_flair_contrast=0.2)
     wm = np.isin(anat.labels, atlas.ids(("wm_periventricular", "wm_deep", "wm_juxtacortical")))
     near = wm & (anat.d_vent <= 2.0)
     far = wm & (anat.d_vent >= 15.0)
