@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from wm_midscale_variation import REAL, WHITE_MATTER, labeled_real_cases  # noqa: E402
+from wm_midscale_variation import REAL, labeled_real_cases  # noqa: E402
 from wmhkit import synth  # noqa: E402
-from wmhkit.synth.anatomy import load_atlas  # noqa: E402
+from wmhkit.synth.anatomy import WM_CLASSES, load_atlas  # noqa: E402
 
 SHELL_VOXELS = (2, 6)
 MIN_SHELL_VOXELS = 20
@@ -78,7 +78,7 @@ def real_rows():
 
 
 def synthetic_rows(n: int, seed: int, profile: str):
-    wm_ids = load_atlas().ids(WHITE_MATTER)
+    wm_ids = load_atlas().ids(WM_CLASSES)
     for index in range(n):
         sample = synth.generate_sample(seed, profile, skull=False, index=index, random_contrast_share=0.0)
         if not sample.wmh.any():

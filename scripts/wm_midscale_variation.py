@@ -30,10 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from wmhkit import synth  # noqa: E402
-from wmhkit.synth.anatomy import load_atlas  # noqa: E402
+from wmhkit.synth.anatomy import WM_CLASSES, load_atlas  # noqa: E402
 
 REAL = REPO.parent / "shared" / "data" / "open_ms" / "labeled_mni"
-WHITE_MATTER = ("wm_periventricular", "wm_deep", "wm_juxtacortical")
 FINE_MM, COARSE_MM, ERODE_MM = 4.0, 20.0, 3.0
 LESION_MARGIN_VOXELS = 4
 
@@ -69,7 +68,7 @@ def summary(ratio: np.ndarray) -> str:
 def labeled_real_cases():
     """(name, FLAIR image, FLAIR array, rated lesions, atlas white matter) of each labeled MNI case."""
     atlas = load_atlas()
-    wm_ids = atlas.ids(WHITE_MATTER)
+    wm_ids = atlas.ids(WM_CLASSES)
     for case in sorted(REAL.iterdir()):
         image = nib.load(str(case / "FLAIR.nii.gz"))
         flair = image.get_fdata(dtype=np.float32)
@@ -85,7 +84,7 @@ def real_rows():
 
 
 def synthetic_rows(n: int, seed: int, profile: str):
-    wm_ids = load_atlas().ids(WHITE_MATTER)
+    wm_ids = load_atlas().ids(WM_CLASSES)
     for index in range(n):
         sample = synth.generate_sample(seed, profile, skull=False, index=index, random_contrast_share=0.0)
         spacing = float(voxel_sizes(sample.affine).min())

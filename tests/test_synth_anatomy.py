@@ -18,6 +18,7 @@ from wmhkit.synth.anatomy import (
     CORTEX_CLASSES,
     NONBRAIN_CLASSES,
     SCALP_DEPTH_MM,
+    WM_CLASSES,
     add_scalp_fat,
     apply_atrophy,
     load_atlas,
@@ -213,7 +214,7 @@ def test_a_lesion_stands_out_from_its_own_white_matter_by_the_drawn_contrast_in_
     # A strong normal periventricular rise: the white matter a periventricular lesion replaces is brighter
     # than deep white matter, and the lesion must still stand out from it by its contrast.
     contrast.update(pv_gradient=0.3, wm_regional=0.0, lesion_heterogeneity=0.0, lesion_flair_contrast=0.2)
-    wm = np.isin(anat.labels, atlas.ids(("wm_periventricular", "wm_deep", "wm_juxtacortical")))
+    wm = np.isin(anat.labels, atlas.ids(WM_CLASSES))
     near = wm & (anat.d_vent <= 2.0)
     far = wm & (anat.d_vent >= 15.0)
     assert near.sum() > 50 and far.sum() > 50
