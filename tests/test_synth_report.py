@@ -101,13 +101,15 @@ def test_case_statistics_bundle():
     lesions, ventricles = cubes_scene()
     wm = np.ones(lesions.shape, bool)
     flair = np.where(lesions > 0, 3.0, 1.0)
-    stats = sr.case_statistics(lesions, (1, 1, 1), ventricles=ventricles, flair=flair, white_matter=wm)
+    t1 = np.where(lesions > 0, 0.6, 1.2)
+    stats = sr.case_statistics(lesions, (1, 1, 1), ventricles=ventricles, flair=flair, white_matter=wm, t1=t1)
     assert stats["count"] == 2
     assert stats["count_10ul"] == 1  # the 8-voxel cube (8 ul) is below 10 ul
     assert stats["volume_ml"] == pytest.approx(0.035)
     assert stats["ventricle_distance_mm"] == pytest.approx(7.0)  # median of 9x6, 9x7, 9x8, 4x16, 4x17
     assert stats["periventricular_fraction"] == pytest.approx(27 / 35)
     assert stats["contrast"] == pytest.approx(3.0)
+    assert stats["t1_contrast"] == pytest.approx(0.5)
     assert sorted(stats["lesion_distance_mm"]) == pytest.approx([6.0, 16.0])
     assert sorted(stats["lesion_size_ml"]) == pytest.approx([0.008, 0.027])
 
@@ -203,7 +205,7 @@ def test_shipped_template_and_real_stats():
     assert labeled["contrast"]["n"] == 3 and labeled["contrast"]["median"] > 1.1
 
 
-def write_synth_case(folder, flair, wmh, tissue, affine, meta):
+def write_synth_case(folder, flair, wmh, tissue, affine, meta, t1=None):
     """A case folder as `wmhkit synth` writes it."""
     import json
 
@@ -211,6 +213,8 @@ def write_synth_case(folder, flair, wmh, tissue, affine, meta):
 
     (folder / "pre").mkdir(parents=True)
     nib.save(nib.Nifti1Image(flair.astype(np.float32), affine), folder / "pre" / "FLAIR.nii.gz")
+    if t1 is not None:
+        nib.save(nib.Nifti1Image(t1.astype(np.float32), affine), folder / "pre" / "T1.nii.gz")
     nib.save(nib.Nifti1Image(wmh.astype(np.uint8), affine), folder / "wmh.nii.gz")
     nib.save(nib.Nifti1Image(tissue.astype(np.uint8), affine), folder / "tissue.nii.gz")
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -240,15 +244,17 @@ def test_synthetic_case_statistics_uses_tissue_ids():
 def test_folder_stats_reads_synth_output(tmp_path):
     flair, lesions, tissue = synth_like_case()
     names = {"0": "background", "2": "wm_deep", "4": "gm_cortex_frontal", "9": "csf_lateral_ventricle"}
+    t1 = np.where(lesions > 0, 70.0, 140.0)
     write_synth_case(tmp_path / "case_0000", flair, lesions, tissue, np.eye(4),
-                     {"wm_labels": [1, 2, 3], "ventricle_labels": [9, 10]})
+                     {"wm_labels": [1, 2, 3], "ventricle_labels": [9, 10]}, t1=t1)
     # Without explicit id lists the ids are found by name.
     write_synth_case(tmp_path / "case_0001", flair, np.zeros_like(lesions), tissue, np.eye(4),
                      {"tissue_labels": names})
     stats = sr.folder_stats(tmp_path)
     assert [s["case_id"] for s in stats] == ["case_0000", "case_0001"]
     assert stats[0]["count"] == 2 and stats[0]["contrast"] == pytest.approx(1.8)
-    assert stats[1]["count"] == 0
+    assert stats[0]["t1_contrast"] == pytest.approx(0.5)
+    assert stats[1]["count"] == 0 and math.isnan(stats[1]["t1_contrast"])  # no T1 written
     report = sr.realism_report(synth_root=tmp_path)
     assert "synthetic (2)" in report.table and "real: open_ms masks (30)" in report.table
     assert report.to_json()["summaries"]["synthetic (2)"]["lesion_free"] == 0.5

@@ -5,7 +5,8 @@ The statistics are flat numpy-in/numpy-out functions:
 * :func:`lesion_volume_ml`, :func:`lesion_count`, :func:`lesion_sizes_ml` (26-connected components),
 * :func:`ventricle_distance_map` and :func:`lesion_ventricle_distances` (mm, Euclidean, anisotropic
   voxels honoured),
-* :func:`lesion_contrast` (median FLAIR in lesions / median FLAIR in normal-appearing white matter).
+* :func:`lesion_contrast` (median intensity in lesions / median intensity in normal-appearing white
+  matter; FLAIR and, where there is one, T1).
 
 :func:`case_statistics` bundles them for one case; :func:`summarise` turns per-case values into
 distribution summaries; :func:`format_table` prints synthetic and real side by side.
@@ -52,6 +53,7 @@ CASE_STATS = {
     "ventricle_distance_mm": "median distance to ventricles / case (mm)",
     "periventricular_fraction": f"share of lesion <= {PERIVENTRICULAR_MM:g} mm from ventricles",
     "contrast": "FLAIR contrast (lesion / NAWM medians)",
+    "t1_contrast": "T1 contrast (lesion / NAWM medians)",
 }
 # Per-lesion statistics, pooled over all lesions of all cases.
 LESION_STATS = {
@@ -139,11 +141,12 @@ def lesion_ventricle_distances(
 
 
 def lesion_contrast(flair: np.ndarray, lesions: np.ndarray, white_matter: np.ndarray) -> float:
-    """FLAIR lesion-to-white-matter contrast: median lesion intensity / median NAWM intensity.
+    """Lesion-to-white-matter contrast: median lesion intensity / median NAWM intensity.
 
     Parameters
     ----------
-    flair : ndarray, shape (X, Y, Z), intensities on any scale (a ratio is scale-free)
+    flair : ndarray, shape (X, Y, Z), intensities on any scale (a ratio is scale-free); a T1 gives
+        the T1 contrast (< 1 for hypointense lesions)
     lesions, white_matter : ndarray, shape (X, Y, Z); nonzero = lesion / white matter. Lesion voxels
         are removed from the white matter, leaving normal-appearing white matter (NAWM).
 
@@ -169,6 +172,7 @@ def case_statistics(
     ventricles: np.ndarray | None = None,
     flair: np.ndarray | None = None,
     white_matter: np.ndarray | None = None,
+    t1: np.ndarray | None = None,
 ) -> dict:
     """All statistics of one case; those whose inputs are missing are NaN (per-lesion lists empty).
 
@@ -178,6 +182,7 @@ def case_statistics(
     spacing : voxel edge lengths (mm), shape (3,)
     ventricles : optional ventricle mask on the same grid (distance statistics)
     flair, white_matter : optional FLAIR image and white-matter mask on the same grid (contrast)
+    t1 : optional T1 image on the same grid (t1_contrast, with white_matter)
 
     Returns
     -------
@@ -194,6 +199,7 @@ def case_statistics(
         "ventricle_distance_mm": float("nan"),
         "periventricular_fraction": float("nan"),
         "contrast": float("nan"),
+        "t1_contrast": float("nan"),
         "lesion_size_ml": [float(s) for s in sizes],
         "lesion_distance_mm": [],
     }
@@ -206,6 +212,8 @@ def case_statistics(
         stats["lesion_distance_mm"] = [float(d) for d in np.atleast_1d(nearest)]
     if flair is not None and white_matter is not None:
         stats["contrast"] = lesion_contrast(flair, lesions, white_matter)
+    if t1 is not None and white_matter is not None:
+        stats["t1_contrast"] = lesion_contrast(t1, lesions, white_matter)
     return stats
 
 
@@ -492,8 +500,10 @@ def real_lesion_stats(open_ms_root: str | os.PathLike,
         labels = resample_labels(template[0], template[1], flair.shape, flair.affine)
         brain = flair.data > 0  # skull-stripped: the image's support is the brain
         ventricles = subject_ventricles(flair.data, labels == TEMPLATE_VENTRICLE, brain, flair.spacing)
+        # The labeled cases' T1 lies on the FLAIR's MNI grid.
+        t1 = load_image(case.t1).data if case.t1 else None
         stats = case_statistics(lesions, flair.spacing, ventricles=ventricles, flair=flair.data,
-                                white_matter=(labels == TEMPLATE_WM) & brain)
+                                white_matter=(labels == TEMPLATE_WM) & brain, t1=t1)
         labeled_cases.append({"case_id": case.case_id, **stats})
         _report(progress, case.case_id, stats)
     meta = {
@@ -505,7 +515,8 @@ def real_lesion_stats(open_ms_root: str | os.PathLike,
                           "(SimpleITK, mean squares); no contrast (no images)",
             "labeled_cases": "3 MNI-registered cases; WM = template WM prob. > 0.5 within the brain; "
                              "ventricles = FLAIR voxels darker than half the brain median within 6 mm "
-                             "of the template ventricles and connected to them",
+                             "of the template ventricles and connected to them; FLAIR and T1 contrast against "
+                             "that WM minus lesions",
             "connectivity": 26,
             "periventricular_mm": PERIVENTRICULAR_MM,
         },
@@ -531,7 +542,7 @@ def _report(progress, case_id: str, stats: dict) -> None:
 
 def synthetic_case_statistics(
     flair: np.ndarray, wmh: np.ndarray, tissue: np.ndarray, affine: np.ndarray,
-    wm_labels: Sequence[int], ventricle_labels: Sequence[int],
+    wm_labels: Sequence[int], ventricle_labels: Sequence[int], t1: np.ndarray | None = None,
 ) -> dict:
     """:func:`case_statistics` of one synthetic case from its arrays.
 
@@ -542,11 +553,12 @@ def synthetic_case_statistics(
     tissue : int ndarray, shape (X, Y, Z), the generator's tissue labels
     affine : ndarray, shape (4, 4), voxel -> world mm (gives the spacing)
     wm_labels, ventricle_labels : tissue ids of cerebral white matter and of the ventricles
+    t1 : optional T1, shape (X, Y, Z) (T1 contrast)
     """
     spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
     ventricles = np.isin(tissue, list(ventricle_labels))
     return case_statistics(wmh, spacing, ventricles=ventricles if ventricles.any() else None,
-                           flair=flair, white_matter=np.isin(tissue, list(wm_labels)))
+                           flair=flair, white_matter=np.isin(tissue, list(wm_labels)), t1=t1)
 
 
 def _generated_case(job: tuple) -> dict:
@@ -558,7 +570,7 @@ def _generated_case(job: tuple) -> dict:
     sample = synth.generate_sample(seed, profile, index=index, work_spacing_mm=work_spacing_mm,
                                    train_shape=train_shape)
     stats = synthetic_case_statistics(sample.flair, sample.wmh, sample.tissue, sample.affine,
-                                      sample.meta["wm_labels"], sample.meta["ventricle_labels"])
+                                      sample.meta["wm_labels"], sample.meta["ventricle_labels"], t1=sample.t1)
     return {"case_id": f"synth_{seed}_{index:04d}", "seconds": time.perf_counter() - started, **stats}
 
 
@@ -632,7 +644,10 @@ def folder_stats(root: str | os.PathLike, progress: Callable[[str], None] | None
         wmh = load_volume(case.wmh, labels=(0, 1)).data
         tissue = np.rint(load_volume(tissue_path, labels=range(256)).data).astype(np.int32)
         wm_ids, vent_ids = _tissue_ids(case.meta, folder)
-        stats = synthetic_case_statistics(flair.data, wmh, tissue, flair.affine, wm_ids, vent_ids)
+        # wmhkit synth writes the T1 on the FLAIR's grid; another grid gives no T1 contrast.
+        t1 = load_image(case.t1).data if case.t1 else None
+        t1 = t1 if t1 is not None and t1.shape == flair.shape else None
+        stats = synthetic_case_statistics(flair.data, wmh, tissue, flair.affine, wm_ids, vent_ids, t1=t1)
         results.append({"case_id": case.case_id, **stats})
         _progress_line(progress, k, len(cases))
     return results
@@ -727,7 +742,7 @@ def add_report_arguments(parser) -> None:
     group = parser.add_argument_group("realism report")
     group.add_argument("--report", action="store_true",
                        help="instead of writing cases, print statistics of synthetic vs real lesions "
-                            "(volume, count, distance to ventricles, FLAIR contrast)")
+                            "(volume, count, distance to ventricles, FLAIR and T1 contrast)")
     group.add_argument("--report-n", type=int, default=200, metavar="N",
                        help="synthetic cases to generate for the report (default 200)")
     group.add_argument("--report-from", type=Path, default=None, metavar="DIR",
