@@ -121,7 +121,7 @@ def test_the_atlas_cortex_is_a_ribbon_within_reach_of_white_matter_or_csf():
     atlas = load_atlas()
     labels = atlas.labels
     cortex = np.isin(labels, atlas.ids(CORTEX_CLASSES))
-    wm = np.isin(labels, atlas.ids(("wm_periventricular", "wm_deep", "wm_juxtacortical")))
+    wm = np.isin(labels, atlas.ids(WM_CLASSES))
     outside = np.isin(labels, [0, atlas.id("csf_sulcal_extracerebral")] + atlas.ids(NONBRAIN_CLASSES))
     reach = np.minimum(ndi.distance_transform_edt(~wm), ndi.distance_transform_edt(~outside))[cortex]
     assert np.mean(reach > 2.5) < 0.015
