@@ -35,8 +35,6 @@ from wmhkit.synth.contrast import (
     GROUP_RANGES,
     LESION_FLAIR,
     LESION_FLAIR_SUBTLE,
-    LESION_T1,
-    LESION_T1_FLOOR,
     _scalp_vessel_mask,
     draw_contrast,
     render,
@@ -228,23 +226,6 @@ def test_a_lesion_stands_out_from_its_own_white_matter_by_the_drawn_contrast_in_
     assert np.median(plain[near]) > 1.1 * np.median(plain[far])  # the halo is there
     np.testing.assert_allclose(lesional[near] / plain[near], 1.2, rtol=1e-3)
     np.testing.assert_allclose(lesional[far] / plain[far], 1.1, rtol=1e-3)  # half the voxel is lesion
-
-
-def test_lesions_darken_t1_by_the_drawn_contrast_and_vary_inside_a_case_down_to_black_holes():
-    anat, contrast, drawn = _mid_brain_without_distractors(9)
-    assert LESION_T1[0] <= drawn["lesion_t1_contrast"] <= LESION_T1[1]
-    contrast.update(wm_regional=0.0, lesion_heterogeneity=0.15, lesion_t1_contrast=0.3)
-    lesion = np.isin(anat.labels, load_atlas().ids(WM_CLASSES)) & (anat.d_vent >= 8.0)
-    fraction = lesion.astype(np.float32)
-    _, plain = render(sample_rng(3), anat, np.zeros_like(fraction), contrast, 1.0)
-    _, lesional = render(sample_rng(3), anat, fraction, contrast, 1.0)
-    ratio = lesional[lesion] / plain[lesion]
-    p10, p50, p90 = np.percentile(ratio, [10, 50, 90])
-    # Centred on the drawn darkening; real rated lesions spread from black holes to nearly iso-intense
-    # (10th-90th percentile 0.28-0.56 to 0.91-0.95 of white matter), not a few percent around it.
-    assert abs(p50 - 0.7) < 0.03, p50
-    assert p90 - p10 > 0.25 and p10 < 0.6 and p90 > 0.8, (p10, p90)
-    assert ratio.min() >= LESION_T1_FLOOR - 1e-4 and ratio.max() <= 1.0 + 1e-4
 
 
 def test_thin_sulci_render_grey_not_as_dark_as_ventricles():
