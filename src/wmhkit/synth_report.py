@@ -140,13 +140,13 @@ def lesion_ventricle_distances(
     return np.asarray(ndi.minimum(distance, labels, np.arange(1, n + 1)), dtype=float).reshape(n)
 
 
-def lesion_contrast(flair: np.ndarray, lesions: np.ndarray, white_matter: np.ndarray) -> float:
+def lesion_contrast(image: np.ndarray, lesions: np.ndarray, white_matter: np.ndarray) -> float:
     """Lesion-to-white-matter contrast: median lesion intensity / median NAWM intensity.
 
     Parameters
     ----------
-    flair : ndarray, shape (X, Y, Z), intensities on any scale (a ratio is scale-free); a T1 gives
-        the T1 contrast (< 1 for hypointense lesions)
+    image : ndarray, shape (X, Y, Z), FLAIR or T1 intensities on any scale (a ratio is scale-free); a
+        T1 gives < 1 for hypointense lesions
     lesions, white_matter : ndarray, shape (X, Y, Z); nonzero = lesion / white matter. Lesion voxels
         are removed from the white matter, leaving normal-appearing white matter (NAWM).
 
@@ -159,10 +159,10 @@ def lesion_contrast(flair: np.ndarray, lesions: np.ndarray, white_matter: np.nda
     nawm = (np.asarray(white_matter) > 0) & ~lesions
     if not lesions.any() or not nawm.any():
         return float("nan")
-    reference = float(np.median(flair[nawm]))
+    reference = float(np.median(image[nawm]))
     if reference <= 0:
         return float("nan")
-    return float(np.median(flair[lesions])) / reference
+    return float(np.median(image[lesions])) / reference
 
 
 def case_statistics(
