@@ -53,12 +53,11 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # (session 30, not trained on); 26: the same with +25-35 % subtle, else +30-100 %; 27: the septum on
 # FLAIR 0.3-0.9 x white matter (was 0.4-1.7), intensities only; 29: the lateral ventricles shrink by
 # up to 1 mm in young cases and grow by up to 4 mm in old ones, cubic in the age parameter (was growth
-# only, 0-4 mm as age**1.5), and the slice planes pitched 8 deg from the atlas's; 30: the same, the
-# ventricles' move squared in age (more large ventricles than 29).
+# only, 0-4 mm as age**1.5).
 # 14 was a periventricular lining, tried and reverted in session 18, 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23, and 28 lesions darker and more varied on T1,
 # tried and reverted in session 31: their caches are not these.)
-CACHE_VERSION = 30
+CACHE_VERSION = 29
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
