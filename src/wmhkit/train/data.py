@@ -51,13 +51,11 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # 25: lesions drawn over the white matter they replace, +15-20 % subtle, else +20-70 % (was a fixed
 # multiple of deep white matter, +8-25 % / +30-110 %): its subtle cases still rendered invisible
 # (session 30, not trained on); 26: the same with +25-35 % subtle, else +30-100 %; 27: the septum on
-# FLAIR 0.3-0.9 x white matter (was 0.4-1.7), intensities only; 29: the lateral ventricles shrink by
-# up to 1 mm in young cases and grow by up to 4 mm in old ones, cubic in the age parameter (was growth
-# only, 0-4 mm as age**1.5).
+# FLAIR 0.3-0.9 x white matter (was 0.4-1.7), intensities only.
 # 14 was a periventricular lining, tried and reverted in session 18, 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23, and 28 lesions darker and more varied on T1,
 # tried and reverted in session 31: their caches are not these.)
-CACHE_VERSION = 29
+CACHE_VERSION = 27
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
