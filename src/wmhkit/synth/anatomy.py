@@ -199,6 +199,10 @@ def random_spatial_params(rng: np.random.Generator, strength: float = 1.0) -> di
     (3,) mm, ``deform_mm`` (std of the displacement field), ``deform_spacing_mm`` (its smoothness), and
     the same for a fine, gyral-scale component (``fine_deform_mm``, ``fine_spacing_mm``).
     """
+    # The real clinical FLAIRs' planes are pitched 5.5-16.4 deg (median 9.8) from the atlas's, and their
+    # ventricles are about half the size these draws give; centring the pitch at 8 deg and shrinking
+    # young cases' ventricles (cache 29) cost both 3D networks the real large-ventricle case, and was
+    # reverted (docs/synth.md and docs/training.md, session 32).
     # Rotation: clinical scans are mostly aligned within a few degrees (SD 5 deg pitch about left-right,
     # 3 deg roll and in-plane yaw); a quarter of samples get wide rotations (+-15 deg pitch/roll, +-25 deg
     # yaw) as augmentation.

@@ -54,7 +54,9 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # FLAIR 0.3-0.9 x white matter (was 0.4-1.7), intensities only.
 # 14 was a periventricular lining, tried and reverted in session 18, 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23, and 28 lesions darker and more varied on T1,
-# tried and reverted in session 31: their caches are not these.)
+# tried and reverted in session 31, 29 (young cases' ventricles shrunk by up to 1 mm, cubic in age,
+# and slice planes pitched 8 deg as the real clinical FLAIRs are) and 30 (the same, squared in age),
+# tried and reverted in session 32: their caches are not these.)
 CACHE_VERSION = 27
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
