@@ -77,23 +77,37 @@ def class_ratios(flair: np.ndarray, labels: np.ndarray, spacing, names: dict[int
     return out
 
 
-def register_atlas(flair_img: nib.Nifti1Image, colin: sitk.Image, atlas: sitk.Image) -> np.ndarray:
-    """Atlas labels on the FLAIR's grid (array in nibabel's axis order) via an affine Colin27 -> FLAIR."""
-    fixed = sitk.Cast(sitk.ReadImage(flair_img.get_filename()), sitk.sitkFloat32)
+def register_colin(fixed: sitk.Image, colin: sitk.Image, transform: sitk.Transform, shrink=(4, 2, 1),
+                   smoothing=(2, 1, 0), smoothing_in_mm: bool = False, max_step: float = 1.0,
+                   min_step: float = 1e-4) -> sitk.Transform:
+    """The Colin27 head registered onto ``fixed`` (Mattes mutual information, moments initialised).
+
+    ``transform`` picks the model: affine for label transfer, scale-versor (rotation + per-axis scale)
+    where the rotation itself is measured (scripts/slice_pitch.py).
+    """
     moving = sitk.Cast(colin, sitk.sitkFloat32)
-    init = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
+    init = sitk.CenteredTransformInitializer(sitk.Cast(fixed, sitk.sitkFloat32), moving, transform,
                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.05, seed=1)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 200, relaxationFactor=0.6)
+    reg.SetOptimizerAsRegularStepGradientDescent(max_step, min_step, 200, relaxationFactor=0.6)
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
-    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel(list(smoothing))
+    if smoothing_in_mm:
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(init, inPlace=False)
-    transform = reg.Execute(fixed, moving)
+    found = reg.Execute(sitk.Cast(fixed, sitk.sitkFloat32), moving)
+    return found.GetNthTransform(0) if isinstance(found, sitk.CompositeTransform) else found
+
+
+def register_atlas(flair_img: nib.Nifti1Image, colin: sitk.Image, atlas: sitk.Image) -> np.ndarray:
+    """Atlas labels on the FLAIR's grid (array in nibabel's axis order) via an affine Colin27 -> FLAIR."""
+    fixed = sitk.Cast(sitk.ReadImage(flair_img.get_filename()), sitk.sitkFloat32)
+    transform = register_colin(fixed, colin, sitk.AffineTransform(3))
     labels = sitk.Resample(atlas, fixed, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return np.transpose(sitk.GetArrayFromImage(labels), (2, 1, 0))
 

@@ -17,6 +17,7 @@ from wmhkit.synth.anatomy import (
     CEPHALIC_INDEX_QUANTILES,
     CORTEX_CLASSES,
     NONBRAIN_CLASSES,
+    PITCH_CENTRE_DEG,
     SCALP_DEPTH_MM,
     WM_CLASSES,
     add_scalp_fat,
@@ -236,7 +237,8 @@ def test_thin_sulci_render_grey_not_as_dark_as_ventricles():
             continue
         names = {v: int(k) for k, v in s.meta["tissue_labels"].items()}
         sulcal = s.tissue == names["csf_sulcal_extracerebral"]
-        vent = s.tissue == names["csf_lateral_ventricle"]
+        # The ventricles' inside: their wall voxels are partial volumes (most of a young case's slit).
+        vent = ndi.binary_erosion(s.tissue == names["csf_lateral_ventricle"])
         wm = np.isin(s.tissue, s.meta["wm_labels"]) & (s.wmh == 0)
         sulcal_level = np.median(s.flair[sulcal]) / np.median(s.flair[wm])
         vent_level = np.median(s.flair[vent]) / np.median(s.flair[wm])
@@ -389,6 +391,25 @@ def test_head_width_over_length_is_drawn_around_the_real_median_with_template_pr
         assert head_width_over_length(labels, ventricle) == pytest.approx(params["cephalic_index"], abs=0.02)
 
 
+def test_slice_planes_are_drawn_rising_towards_the_back_of_the_atlas_as_the_real_clinical_ones():
+    # Registered to Colin27, the real clinical FLAIRs' axial planes are pitched 5.5-16.4 deg (median 9.8);
+    # a plane of the world grid, seen in atlas space, climbs by tan(pitch) mm per mm towards the back.
+    rises = []
+    for seed in range(300):
+        matrix = random_spatial_params(sample_rng(seed))["matrix"]
+        u, _, vt = np.linalg.svd(matrix)
+        normal = (u @ vt).T @ np.array([0.0, 0.0, 1.0])  # the world's axial normal in atlas axes (RAS)
+        rises.append(np.degrees(np.arctan2(normal[1], normal[2])))
+    rises = np.array(rises)
+    assert np.median(rises) == pytest.approx(PITCH_CENTRE_DEG, abs=1.5)
+    assert 6.0 <= PITCH_CENTRE_DEG <= 10.0
+    # Both the real clinical planes and the atlas's own (registered scans, AC-PC planning) are drawn.
+    assert np.mean(rises > 12.0) > 0.1 and np.mean(rises < 2.0) > 0.1
+    # At strength 0 the atlas's plane itself.
+    unrotated = random_spatial_params(sample_rng(0), strength=0.0)["matrix"]
+    assert np.allclose(unrotated, np.diag(np.diag(unrotated)))
+
+
 def warped_head(rng):
     """A warped atlas head on a 1 mm grid that holds the whole scalp (200 x 250 x 150 mm)."""
     grid = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -530,10 +551,7 @@ def test_flair_cortex_is_a_bright_ribbon_and_the_head_outside_the_brain_is_dark(
 
 def fully_atrophied_middle(seed: int):
     """The warped anatomy of a 1 mm grid over the brain's middle, at full atrophy (ventricles grown 4 mm)."""
-    grid = np.diag([1.0, 1.0, 1.0, 1.0])
-    grid[:3, 3] = [-48.0, -56.0, -30.0]
-    rng = sample_rng(seed)
-    anat = warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng))
+    anat, rng = middle_anatomy(seed)
     apply_atrophy(anat, 1.0, rng)
     return anat
 
@@ -582,6 +600,37 @@ def test_fully_grown_ventricles_stay_two_across_the_midline_wall(seed):
     sizes = np.sort(np.bincount(parts.ravel())[1:])[::-1]
     assert sizes[1] > 0.5 * sizes[0]
     assert (anat.labels[np.abs(anat.atlas_x) < 1.0] == atlas.id("septum_pellucidum")).sum() > 500
+
+
+def middle_anatomy(seed: int):
+    """The warped anatomy of a 1 mm grid over the brain's middle, and the rng to go on with."""
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    grid[:3, 3] = [-48.0, -56.0, -30.0]
+    rng = sample_rng(seed)
+    return warp_atlas(rng, grid, (96, 112, 80), random_spatial_params(rng)), rng
+
+
+def test_young_ventricles_shrink_into_the_tissue_beside_them_and_keep_the_septum():
+    # Growth alone (0-4 mm) left the synthetic ventricles twice the real scans' size; at atrophy 0 they
+    # now give up to ~1 mm of their wall to the white matter, striatum or thalamus next to them.
+    atlas = load_atlas()
+    lateral = atlas.id("csf_lateral_ventricle")
+    anat, rng = middle_anatomy(7)
+    before = anat.labels.copy()
+    septum_before = (before == atlas.id("septum_pellucidum")).sum()
+    applied = apply_atrophy(anat, 0.0, rng)
+    assert -1.2 <= applied["ventricle_growth_mm"] <= -0.8
+    was, now = before == lateral, anat.labels == lateral
+    assert not (now & ~was).any()
+    assert 0.4 * was.sum() < now.sum() < 0.85 * was.sum()
+    given = was & ~now
+    assert set(np.unique(anat.labels[given])) <= set(atlas.ids(WM_CLASSES + ("gm_deep_striatum", "gm_deep_thalamus")))
+    # Only the wall goes: the shrunk voxels lie within the shrink distance of the old surface.
+    assert np.all(anat.vent_surface[given] >= 0.0)
+    assert (anat.labels == atlas.id("septum_pellucidum")).sum() == septum_before
+    parts, _ = ndi.label(now)
+    sizes = np.sort(np.bincount(parts.ravel())[1:])[::-1]
+    assert sizes[1] > 0.5 * sizes[0]  # still a left and a right ventricle
 
 
 def test_nearest_atlas_gather_matches_grid_sample_nearest_on_a_rotated_grid():

@@ -51,13 +51,15 @@ from wmhkit.train.inputs import NEEDS_T1, background_values, build_inputs, input
 # 25: lesions drawn over the white matter they replace, +15-20 % subtle, else +20-70 % (was a fixed
 # multiple of deep white matter, +8-25 % / +30-110 %): its subtle cases still rendered invisible
 # (session 30, not trained on); 26: the same with +25-35 % subtle, else +30-100 %; 27: the septum on
-# FLAIR 0.3-0.9 x white matter (was 0.4-1.7), intensities only.
+# FLAIR 0.3-0.9 x white matter (was 0.4-1.7), intensities only; 29: the lateral ventricles shrink by
+# up to 1 mm in young cases and grow by up to 4 mm in old ones, cubic in the age parameter (was growth
+# only, 0-4 mm as age**1.5), and the slice planes pitched 8 deg from the atlas's; 30: the same, the
+# ventricles' move squared in age (more large ventricles than 29; reverted at the end of session 32
+# for the tests it re-drew, restored in session 33).
 # 14 was a periventricular lining, tried and reverted in session 18, 18 deep grey matter bounded
 # by the insula's CSF, tried and reverted in session 23, and 28 lesions darker and more varied on T1,
-# tried and reverted in session 31, 29 (young cases' ventricles shrunk by up to 1 mm, cubic in age,
-# and slice planes pitched 8 deg as the real clinical FLAIRs are) and 30 (the same, squared in age),
-# tried and reverted in session 32: their caches are not these.)
-CACHE_VERSION = 27
+# tried and reverted in session 31: their caches are not these.)
+CACHE_VERSION = 30
 # What a synthetic Case's label map holds: the lesions, or white matter (a proxy pretraining task).
 SYNTHETIC_TARGETS = ("wmh", "wm")
 
