@@ -85,8 +85,8 @@ def register_colin(fixed: sitk.Image, colin: sitk.Image, transform: sitk.Transfo
     ``transform`` picks the model: affine for label transfer, scale-versor (rotation + per-axis scale)
     where the rotation itself is measured (scripts/slice_pitch.py).
     """
-    moving = sitk.Cast(colin, sitk.sitkFloat32)
-    init = sitk.CenteredTransformInitializer(sitk.Cast(fixed, sitk.sitkFloat32), moving, transform,
+    fixed, moving = sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(colin, sitk.sitkFloat32)
+    init = sitk.CenteredTransformInitializer(fixed, moving, transform,
                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(32)
@@ -100,7 +100,7 @@ def register_colin(fixed: sitk.Image, colin: sitk.Image, transform: sitk.Transfo
     if smoothing_in_mm:
         reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(init, inPlace=False)
-    found = reg.Execute(sitk.Cast(fixed, sitk.sitkFloat32), moving)
+    found = reg.Execute(fixed, moving)
     return found.GetNthTransform(0) if isinstance(found, sitk.CompositeTransform) else found
 
 

@@ -61,6 +61,41 @@ def head_support(data: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(support)
 
 
+def central_box(support: np.ndarray) -> tuple[slice, slice]:
+    """In-plane slices of CENTRAL_BOX within the bounding box of ``support`` (first two axes)."""
+    idx = np.argwhere(support)
+    lo, hi = idx.min(0), idx.max(0)
+    return tuple(slice(int(l + CENTRAL_BOX[a][0] * (h - l)), int(l + CENTRAL_BOX[a][1] * (h - l)) + 1)
+                 for a, (l, h) in enumerate(zip(lo[:2], hi[:2])))
+
+
+def dark_csf(data: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """CSF-dark voxels of the head: under DARK_FRACTION of its median intensity."""
+    return (data < DARK_FRACTION * np.median(data[support])) & support
+
+
+def montage_slice(data: np.ndarray, affine: np.ndarray, labels: np.ndarray | None = None):
+    """(image, labels or None): the finder's axial slice, RAS, resampled to 1 mm in-plane."""
+    data, canon_affine = canonical(data, affine)
+    spacing = np.linalg.norm(canon_affine[:3, :3], axis=0)
+    k = pick_axial(data, spacing)
+    image = ndi.zoom(data[:, :, k], spacing[:2], order=1)
+    if labels is None:
+        return image, None
+    labels = canonical(labels, affine)[0] > 0.5
+    return image, ndi.zoom(labels[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+
+
+def real_flairs(data_root: Path) -> list[tuple[str, str, Path]]:
+    """(group "mni" / "2d" / "3d", case id, path) of every real FLAIR beside the checkout."""
+    rows = [("mni", c.case_id, Path(c.flair)) for c in datasets.open_ms_labeled(data_root / "open_ms")]
+    rows += [("2d", c.case_id, Path(c.flair)) for c in datasets.open_ms_unlabeled(data_root / "open_ms")]
+    path = data_root / "unlabeled" / "flair_3d_1mm.nii.gz"
+    if path.is_file():
+        rows.append(("3d", "flair_3d_1mm", path))
+    return rows
+
+
 def pick_axial(data: np.ndarray, spacing) -> int:
     """Axial index of the lateral ventricles' bodies, found the same way in every image.
 
@@ -70,11 +105,8 @@ def pick_axial(data: np.ndarray, spacing) -> int:
     (docs/synth.md, twenty-third session).
     """
     support = head_support(data)
-    idx = np.argwhere(support)
-    lo, hi = idx.min(0), idx.max(0)
-    centre = [slice(int(l + CENTRAL_BOX[a][0] * (h - l)), int(l + CENTRAL_BOX[a][1] * (h - l)) + 1)
-              for a, (l, h) in enumerate(zip(lo[:2], hi[:2]))]
-    dark = (data < DARK_FRACTION * np.median(data[support])) & support
+    centre = central_box(support)
+    dark = dark_csf(data, support)
     slice_area = dark[centre[0], centre[1], :].sum(axis=(0, 1)).astype(float)
     area = ndi.uniform_filter1d(slice_area, max(1, int(round(6.0 / spacing[2]))))  # ignore single dark slices
     # Only slices through the wide part of the head: near the vertex and at the skull base the
@@ -90,14 +122,7 @@ def pick_axial(data: np.ndarray, spacing) -> int:
 
 def tile(data: np.ndarray, affine: np.ndarray, labels: np.ndarray | None = None):
     """(image, lesion outline mask or None), both TILE_PX x TILE_PX, axes (x right, y up)."""
-    data, canon_affine = canonical(data, affine)
-    if labels is not None:
-        labels, _ = canonical(labels, affine)
-        labels = labels > 0.5
-    spacing = np.linalg.norm(canon_affine[:3, :3], axis=0)
-    k = pick_axial(data, spacing)
-    image = ndi.zoom(data[:, :, k], spacing[:2], order=1)
-    lab = None if labels is None else ndi.zoom(labels[:, :, k].astype(np.float32), spacing[:2], order=1) > 0.5
+    image, lab = montage_slice(data, affine, labels)
     support = head_support(image)
     xs, ys = np.nonzero(support)
     if xs.size == 0:

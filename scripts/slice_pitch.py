@@ -27,8 +27,9 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deep_grey_contrast import DEFAULT_DATA, register_colin  # noqa: E402
+from make_synth_montage import real_flairs  # noqa: E402
 
-from wmhkit import datasets, synth  # noqa: E402
+from wmhkit import synth  # noqa: E402
 
 
 def rotation_angles(matrix) -> tuple[float, float, float]:
@@ -46,15 +47,6 @@ def registered_angles(path: Path, colin: sitk.Image) -> tuple[float, float, floa
     return rotation_angles(sitk.ScaleVersor3DTransform(found).GetMatrix())
 
 
-def real_scans(data: Path) -> list[tuple[str, str, Path]]:
-    rows = [("mni", c.case_id, Path(c.flair)) for c in datasets.open_ms_labeled(data / "open_ms")]
-    rows += [("2d", c.case_id, Path(c.flair)) for c in datasets.open_ms_unlabeled(data / "open_ms")]
-    path = data / "unlabeled" / "flair_3d_1mm.nii.gz"
-    if path.is_file():
-        rows.append(("3d", "flair_3d_1mm", path))
-    return rows
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -64,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     colin = sitk.ReadImage(str(args.data / "templates" / "ch2.nii.gz"), sitk.sitkFloat32)
     pitches: dict[str, list[float]] = {}
-    for group, name, path in ([] if args.synthetic_only else real_scans(args.data)):
+    for group, name, path in ([] if args.synthetic_only else real_flairs(args.data)):
         pitch, roll, yaw = registered_angles(path, colin)
         pitches.setdefault(group, []).append(pitch)
         print(f"{group:4s} {name:24s} pitch {pitch:6.1f} roll {roll:6.1f} yaw {yaw:6.1f}", flush=True)

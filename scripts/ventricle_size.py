@@ -23,30 +23,26 @@ import numpy as np
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_synth_montage import (CENTRAL_BOX, DARK_FRACTION, DEFAULT_DATA, canonical,  # noqa: E402
-                                head_support, pick_axial)
+from make_synth_montage import (DEFAULT_DATA, central_box, dark_csf, head_support,  # noqa: E402
+                                montage_slice, real_flairs)
 
-from wmhkit import datasets, synth  # noqa: E402
+from wmhkit import synth  # noqa: E402
 
 
 def dark_central_share(data: np.ndarray, affine: np.ndarray) -> tuple[float, float]:
     """(dark central area / head section, dark parts' width / head width) on the montage's slice."""
-    data, canon_affine = canonical(data, affine)
-    spacing = np.linalg.norm(canon_affine[:3, :3], axis=0)
-    image = ndi.zoom(data[:, :, pick_axial(data, spacing)], spacing[:2], order=1)
+    image = montage_slice(data, affine)[0]
     support = head_support(image)
-    idx = np.argwhere(support)
-    lo, hi = idx.min(0), idx.max(0)
     box = np.zeros_like(support)
-    box[tuple(slice(int(l + CENTRAL_BOX[a][0] * (h - l)), int(l + CENTRAL_BOX[a][1] * (h - l)) + 1)
-              for a, (l, h) in enumerate(zip(lo, hi)))] = True
-    dark = (image < DARK_FRACTION * np.median(image[support])) & support & box
+    box[central_box(support)] = True
+    dark = dark_csf(image, support) & box
     labels, count = ndi.label(dark)
     if count:
         sizes = ndi.sum(dark, labels, range(1, count + 1))
         dark = np.isin(labels, np.argsort(sizes)[::-1][:2] + 1)
     columns = np.nonzero(dark.any(axis=1))[0]
-    width = (columns.max() - columns.min() + 1) / (hi - lo)[0] if columns.size else 0.0
+    rows = np.flatnonzero(support.any(axis=1))
+    width = (columns.max() - columns.min() + 1) / (rows[-1] - rows[0]) if columns.size else 0.0
     return float(dark.sum() / support.sum()), float(width)
 
 
@@ -58,10 +54,7 @@ def main() -> int:
     ap.add_argument("--stripped", type=int, default=4, help="synthetic cases shown skull-stripped, as the montage's")
     args = ap.parse_args()
     rows = []
-    sources = [("real2d", c.case_id, c.flair) for c in datasets.open_ms_unlabeled(args.data / "open_ms")]
-    sources += [("realmni", c.case_id, c.flair) for c in datasets.open_ms_labeled(args.data / "open_ms")]
-    if (args.data / "unlabeled" / "flair_3d_1mm.nii.gz").is_file():
-        sources.append(("real3d", "flair_3d_1mm", args.data / "unlabeled" / "flair_3d_1mm.nii.gz"))
+    sources = real_flairs(args.data)
     for group, name, path in sources:
         img = nib.load(str(path))
         rows.append((group, name, *dark_central_share(img.get_fdata(dtype=np.float32), img.affine)))

@@ -112,8 +112,8 @@ def test_masks_of_reoriented_inputs_stay_aligned_with_their_input(case, referenc
         back = np.flip(back, axis)
     assert result.mask.shape == moved.shape
     # The oblique input is resampled on its way through (N4, brain mask, slices), so the masks differ at
-    # their edges: 0.980 on the seed-4244 case for the 15-degree turn (cache 22), 0.989 on 4251 (cache 30). A one-voxel shift of the mask gives
-    # 0.38-0.84 there, so 0.97 still tells aligned from misaligned.
+    # their edges: 0.980 on the seed-4244 case for the 15-degree turn (cache 22), 0.989 on 4251 (cache
+    # 30). A one-voxel shift of the mask gives 0.38-0.84 there, so 0.97 still tells aligned from misaligned.
     assert dice(reference.mask.astype(bool), back.astype(bool)) >= 0.97
     assert dice(case["sample"].wmh.astype(bool), back.astype(bool)) >= 0.5
 
