@@ -1,4 +1,4 @@
-"""FLAIR of each tissue class over deep white matter, on real clinical scans and synthetic clinical cases.
+"""FLAIR (or T1) of each tissue class over deep white matter, on real scans and synthetic cases.
 
 Development script (reads the real data beside the checkout; the package never does). Readers of the
 synthetic montage named "a flat grey block" around the ventricles at the foramina of Monro: the
@@ -11,13 +11,16 @@ deep grey matter stands out from the white matter as much as on real FLAIRs.
   (nearest neighbour). The labeled MNI cases need no registration (same space as the atlas).
 * Synthetic: clinical 2D (or, with --profile, research 3D) cases, realistic contrasts only, with their
   own tissue labels.
+* ``--contrast t1`` reads T1 instead: the labeled MNI cases' and the synthetic cases' (the clinical
+  scans are FLAIR only here). FCN-2's T1 encoder adds false alarms in the deep grey matter of real
+  scans (docs/training.md, session 35); this asks whether the synthetic T1 draws it as the real T1 is.
 
 Each class is eroded (2 mm in-plane) so that partial volume at its edges and registration error count
 less, and only the axial slab through the lateral ventricles is used (where the montage cuts). Printed:
-median FLAIR of the class / median FLAIR of deep white matter.
+median intensity of the class / median intensity of deep white matter.
 
 Usage:  python scripts/deep_grey_contrast.py [--n-synth 10] [--seed 11] [--profile clinical2d|research3d]
-        [--synthetic-only] [--data ../shared/data]
+        [--synthetic-only] [--contrast flair|t1] [--data ../shared/data]
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ REFERENCE = "wm_deep"
 ERODE_MM = 2.0
 
 
-def class_ratios(flair: np.ndarray, labels: np.ndarray, spacing, names: dict[int, str]) -> dict[str, float] | None:
-    """Median FLAIR of each class in CLASSES / that of deep WM, over the slab through the ventricles."""
+def class_ratios(image: np.ndarray, labels: np.ndarray, spacing, names: dict[int, str]) -> dict[str, float] | None:
+    """Median intensity of each class in CLASSES / that of deep WM, over the slab through the ventricles."""
     ids = {v: k for k, v in names.items()}
     vent = np.isin(labels, [ids["csf_lateral_ventricle"]])
     z = np.flatnonzero(vent.any(axis=(0, 1)))
@@ -69,11 +72,11 @@ def class_ratios(flair: np.ndarray, labels: np.ndarray, spacing, names: dict[int
     ref = inner((REFERENCE,))
     if ref.sum() < 100:
         return None
-    wm = float(np.median(flair[ref]))
+    wm = float(np.median(image[ref]))
     out = {}
     for key, members in CLASSES.items():
         m = inner(members)
-        out[key] = float(np.median(flair[m]) / wm) if m.sum() >= 50 else float("nan")
+        out[key] = float(np.median(image[m]) / wm) if m.sum() >= 50 else float("nan")
     return out
 
 
@@ -133,7 +136,7 @@ def real_clinical(data: Path, research_3d: bool = False) -> list[tuple[str, dict
     return rows
 
 
-def real_mni(data: Path) -> list[tuple[str, dict]]:
+def real_mni(data: Path, contrast: str = "flair") -> list[tuple[str, dict]]:
     atlas = load_atlas()
     rows = []
     for case in datasets.open_ms_labeled(data / "open_ms"):
@@ -143,13 +146,14 @@ def real_mni(data: Path) -> list[tuple[str, dict]]:
         lesion = np.asarray(nib.load(str(case.wmh)).dataobj) > 0
         flair = img.get_fdata(dtype=np.float32)
         labels[ndi.binary_dilation(lesion, iterations=3) | (flair <= 0)] = 0  # not lesions, not outside the brain
-        r = class_ratios(flair, labels, img.header.get_zooms()[:3], atlas.names)
+        image = flair if contrast == "flair" else nib.load(str(case.t1)).get_fdata(dtype=np.float32)
+        r = class_ratios(image, labels, img.header.get_zooms()[:3], atlas.names)
         if r:
             rows.append((case.case_id, r))
     return rows
 
 
-def synthetic(n: int, seed: int, profile: str) -> list[tuple[str, dict]]:
+def synthetic(n: int, seed: int, profile: str, contrast: str = "flair") -> list[tuple[str, dict]]:
     names = load_atlas().names
     rows = []
     for i in range(n):
@@ -158,7 +162,7 @@ def synthetic(n: int, seed: int, profile: str) -> list[tuple[str, dict]]:
             continue
         labels = s.tissue.copy()
         labels[ndi.binary_dilation(s.wmh > 0, iterations=2)] = 0
-        r = class_ratios(s.flair, labels, np.linalg.norm(s.affine[:3, :3], axis=0), names)
+        r = class_ratios(s.flair if contrast == "flair" else s.t1, labels, np.linalg.norm(s.affine[:3, :3], axis=0), names)
         if r:
             rows.append((f"index {i}", r))
     return rows
@@ -180,13 +184,17 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--profile", default="clinical2d", choices=("clinical2d", "research3d"))
     ap.add_argument("--synthetic-only", action="store_true")
+    ap.add_argument("--contrast", default="flair", choices=("flair", "t1"))
     args = ap.parse_args()
-    print(f"median FLAIR / deep white matter, classes eroded {ERODE_MM:g} mm in-plane, slab through the ventricles")
+    name = {"flair": "FLAIR", "t1": "T1"}[args.contrast]
+    print(f"median {name} / deep white matter, classes eroded {ERODE_MM:g} mm in-plane, slab through the ventricles")
     if not args.synthetic_only:
-        print_rows("real clinical 2D (Colin27 registered, affine)", real_clinical(args.data))
-        print_rows("real 3D FLAIR 1 mm (Colin27 registered, affine)", real_clinical(args.data, research_3d=True))
-        print_rows("real labeled (MNI, atlas as is)", real_mni(args.data))
-    print_rows(f"synthetic {args.profile} (seed {args.seed})", synthetic(args.n_synth, args.seed, args.profile))
+        if args.contrast == "flair":
+            print_rows("real clinical 2D (Colin27 registered, affine)", real_clinical(args.data))
+            print_rows("real 3D FLAIR 1 mm (Colin27 registered, affine)", real_clinical(args.data, research_3d=True))
+        print_rows("real labeled (MNI, atlas as is)", real_mni(args.data, args.contrast))
+    print_rows(f"synthetic {args.profile} (seed {args.seed})",
+               synthetic(args.n_synth, args.seed, args.profile, args.contrast))
     return 0
 
 
